@@ -1,0 +1,40 @@
+"""Identifiers and canonical forms: run ids, canonical JSON and call digests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+__all__ = ["call_digest", "canonical_json", "idempotency_key", "new_run_id"]
+
+
+def new_run_id() -> str:
+    """Return a new random run id, such as ``run_3f2a...`` (32 hex digits after the prefix)."""
+    return f"run_{uuid.uuid4().hex}"
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise ``value`` to canonical JSON: sorted keys, no spaces, UTF-8 kept as is.
+
+    Two argument dicts that differ only in key order give the same string.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def call_digest(tool_name: str, arguments: dict[str, Any]) -> str:
+    """Return the sha256 hex digest of a tool name and its canonical arguments.
+
+    Used to recognise a repeated call with the same arguments.
+    """
+    payload = f"{tool_name}\x00{canonical_json(arguments)}"
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def idempotency_key(run_id: str, digest: str) -> str:
+    """Return the idempotency key of a call: sha256 of the run id and the call digest.
+
+    The same call in the same run always has the same key, across retries and resumes.
+    """
+    return hashlib.sha256(f"{run_id}\x00{digest}".encode()).hexdigest()

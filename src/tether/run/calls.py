@@ -1,0 +1,130 @@
+"""One response's tool calls: validate each, answer repeats, run the rest concurrently.
+
+Every call gets exactly one :class:`CallRecord`, in the order the model sent them, so
+the history never holds a call without a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tether.ids import idempotency_key
+from tether.messages import ToolCall
+from tether.run.state import RunState
+from tether.settings import RunLimits
+from tether.tools import RunContext, Tool, ToolOutcome, Validated, execute, validate_call
+
+__all__ = ["CallRecord", "run_calls"]
+
+StartHook = Callable[[int, ToolCall, Validated], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """The result of one call of a response."""
+
+    call: ToolCall
+    step: int
+    outcome: ToolOutcome
+    executed: bool = False
+    repeated: bool = False
+    digest: str | None = None
+
+
+async def run_calls(
+    calls: Sequence[ToolCall],
+    *,
+    tools: Mapping[str, Tool],
+    state: RunState,
+    limits: RunLimits,
+    remaining_s: float | None,
+    on_start: StartHook,
+) -> list[CallRecord]:
+    """Validate and execute ``calls``; return one record per call, in order.
+
+    ``on_start`` is awaited for each call just before it executes (the journal hook).
+    """
+    records: list[CallRecord] = []
+    pending: list[tuple[CallRecord, Validated]] = []
+    first_in_batch: dict[str, CallRecord] = {}
+    batch_repeats: list[tuple[CallRecord, CallRecord]] = []
+    for call in calls:
+        state.steps += 1
+        state.tool_calls += 1
+        checked = validate_call(call, tools, max_argument_bytes=limits.max_argument_bytes)
+        if not isinstance(checked, Validated):
+            error = ToolOutcome(checked.content, True, checked.error_class)
+            records.append(CallRecord(call, state.steps, error))
+            continue
+        record = CallRecord(call, state.steps, ToolOutcome(""), digest=checked.digest)
+        records.append(record)
+        earlier = state.results_by_digest.get(checked.digest)
+        original = first_in_batch.get(checked.digest)
+        if earlier is not None or original is not None:
+            record.repeated = True
+            state.repeats[checked.digest] = state.repeats.get(checked.digest, 0) + 1
+            if earlier is not None:
+                record.outcome = _repeat_outcome(ToolOutcome(earlier[1]), earlier[0])
+            elif original is not None:
+                batch_repeats.append((record, original))
+            continue
+        first_in_batch[checked.digest] = record
+        pending.append((record, checked))
+
+    for record, checked in pending:
+        await on_start(record.step, record.call, checked)
+    await _execute_all(pending, state, limits, remaining_s)
+
+    for record, original in batch_repeats:
+        record.outcome = _repeat_outcome(original.outcome, original.step)
+    for record in records:
+        if record.executed and not record.outcome.is_error and record.digest is not None:
+            state.results_by_digest[record.digest] = (record.step, record.outcome.content)
+    return records
+
+
+async def _execute_all(
+    pending: Sequence[tuple[CallRecord, Validated]],
+    state: RunState,
+    limits: RunLimits,
+    remaining_s: float | None,
+) -> None:
+    async def one(record: CallRecord, checked: Validated) -> None:
+        tool_timeout = checked.tool.timeout
+        timeout_s = remaining_s
+        if tool_timeout is not None:
+            seconds = tool_timeout.total_seconds()
+            timeout_s = seconds if timeout_s is None else min(seconds, timeout_s)
+        context = RunContext(
+            run_id=state.run_id,
+            agent=state.agent,
+            user=state.user,
+            step=record.step,
+            call_id=record.call.id,
+            idempotency_key=idempotency_key(state.run_id, checked.digest),
+        )
+        record.outcome = await execute(
+            checked, context, timeout_s=timeout_s, max_output_chars=limits.max_tool_output_chars
+        )
+        record.executed = True
+
+    if len(pending) == 1:
+        await one(*pending[0])
+        return
+    gate = asyncio.Semaphore(limits.max_parallel_tool_calls)
+
+    async def gated(record: CallRecord, checked: Validated) -> None:
+        async with gate:
+            await one(record, checked)
+
+    await asyncio.gather(*(gated(record, checked) for record, checked in pending))
+
+
+def _repeat_outcome(earlier: ToolOutcome, step: int) -> ToolOutcome:
+    note = (
+        f"\n[tether: identical to the call at step {step}; not run again. "
+        "Repeating it will not change the result.]"
+    )
+    return ToolOutcome(earlier.content + note, earlier.is_error, earlier.error_class)

@@ -1,0 +1,468 @@
+"""The bounded run loop.
+
+::
+
+    start ──> check limits ──> ask model ──> check usage ──┬─> tool calls ──> results ──┐
+                  ^                                        └─> final text ──> validate ─┤
+                  └──────────────── not finished (feedback or results added) <──────────┘
+
+Every path ends in :meth:`Run.finish`, which writes exactly one ``RunFinished`` event
+and returns a :class:`~tether.run.outcome.RunResult`. Expected endings never raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+
+from tether.clock import Clock
+from tether.events import (
+    Event,
+    LimitHit,
+    ModelFailed,
+    ModelResponded,
+    ResponseRejected,
+    RunFinished,
+    RunStarted,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from tether.messages import (
+    AssistantMessage,
+    ModelResponse,
+    SystemMessage,
+    ToolCall,
+    ToolDefinition,
+    ToolResultMessage,
+    UserMessage,
+)
+from tether.models import Model, ModelSettings
+from tether.run import limits as check
+from tether.run.calls import CallRecord, run_calls
+from tether.run.outcome import OutputT, RunError, RunResult
+from tether.run.state import RunState
+from tether.settings import RunLimits
+from tether.status import RunStatus
+from tether.store import Store
+from tether.tools import Tool, Validated
+
+__all__ = ["AgentSpec", "Run", "Subscriber"]
+
+logger = logging.getLogger("tether")
+
+Subscriber = Callable[[Event], None]
+"""A function called with every event of a run, in order."""
+
+_WRAP_UP_STATUSES = frozenset({RunStatus.MAX_STEPS, RunStatus.TOOL_CALL_LIMIT})
+_WRAP_UP_PROMPT = (
+    "A limit of this run was reached, so no more tools can be used. "
+    "Give your best final answer now from what you have."
+)
+
+
+class AgentSpec(Protocol[OutputT]):
+    """What the loop needs from an agent definition (``tether.Agent`` provides it)."""
+
+    @property
+    def name(self) -> str:
+        """Agent name."""
+        ...
+
+    @property
+    def model(self) -> Model:
+        """Model that answers."""
+        ...
+
+    @property
+    def instructions(self) -> str:
+        """System prompt."""
+        ...
+
+    @property
+    def tools(self) -> Sequence[Tool]:
+        """Tools the model may call."""
+        ...
+
+    @property
+    def limits(self) -> RunLimits:
+        """Caps of each run."""
+        ...
+
+    @property
+    def output_adapter(self) -> TypeAdapter[OutputT] | None:
+        """Validator of the final output, or ``None`` for plain text."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    status: RunStatus
+    error: RunError | None = None
+    limit: str | None = None
+    output: Any = None
+
+
+class Run(Generic[OutputT]):
+    """One execution of an agent on a task. Create, then ``await run.execute()`` once."""
+
+    def __init__(
+        self,
+        agent: AgentSpec[OutputT],
+        task: str,
+        *,
+        run_id: str,
+        user: str | None,
+        store: Store,
+        clock: Clock,
+        subscribers: Sequence[Subscriber] = (),
+    ) -> None:
+        self.agent = agent
+        self.task = task
+        self.limits = agent.limits
+        self.clock = clock
+        self.store = store
+        self.subscribers = tuple(subscribers)
+        self.tools = {t.name: t for t in agent.tools}
+        self.tool_definitions = tuple(t.definition for t in agent.tools)
+        self.settings = ModelSettings()
+        self.state = RunState(
+            run_id=run_id,
+            agent=agent.name,
+            user=user,
+            started_at=clock.now(),
+            started_monotonic=clock.monotonic(),
+        )
+
+    async def execute(self) -> RunResult[OutputT]:
+        """Run the loop to its end and return the result."""
+        state = self.state
+        await self.emit(
+            RunStarted(
+                run_id=state.run_id,
+                agent=state.agent,
+                task=self.task,
+                user=state.user,
+                at=state.started_at,
+            )
+        )
+        system = self._system_prompt()
+        if system:
+            state.messages.append(SystemMessage(content=system))
+        state.messages.append(UserMessage(content=self.task))
+        while True:
+            breach = check.before_model_call(
+                self.limits,
+                steps=state.steps,
+                elapsed_s=self._elapsed_s(),
+                usage=state.usage,
+                cost_usd=state.cost_usd,
+            )
+            if breach is not None:
+                return await self.finish(_limit_ending(breach))
+            response = await self.ask_model(self.tool_definitions)
+            if isinstance(response, _Ending):
+                return await self.finish(response)
+            breach = check.after_model_call(self.limits, usage=state.usage, cost_usd=state.cost_usd)
+            if breach is not None:
+                self._answer_unexecuted(response, breach.message)
+                return await self.finish(_limit_ending(breach))
+            if response.tool_calls:
+                ending = await self.act(response)
+            else:
+                ending = await self.accept_final(response)
+            if ending is not None:
+                return await self.finish(ending)
+
+    async def ask_model(self, tools: Sequence[ToolDefinition]) -> ModelResponse | _Ending:
+        """Request one response; a failure or the run's deadline becomes an ending."""
+        state = self.state
+        step = state.steps + 1
+        try:
+            remaining = self._remaining_s()
+            if remaining is None:
+                response = await self.agent.model.request(state.messages, tools, self.settings)
+            else:
+                async with asyncio.timeout(remaining):
+                    response = await self.agent.model.request(state.messages, tools, self.settings)
+        except TimeoutError:
+            message = "the run's max_duration passed while waiting for the model"
+            return _failure(RunStatus.TIMED_OUT, "max_duration", message, "max_duration")
+        except Exception as exc:
+            error_class = str(getattr(exc, "error_class", "model_error"))
+            message = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            await self.emit(
+                ModelFailed(
+                    run_id=state.run_id,
+                    step=step,
+                    error_class=error_class,
+                    message=message,
+                    at=self.clock.now(),
+                )
+            )
+            return _failure(RunStatus.FAILED, error_class, message)
+        state.steps = step
+        state.usage = state.usage + response.usage
+        state.add_cost(response.cost_usd)
+        if response.text:
+            state.last_text = response.text
+        await self.emit(
+            ModelResponded(run_id=state.run_id, step=step, response=response, at=self.clock.now())
+        )
+        return response
+
+    async def act(self, response: ModelResponse) -> _Ending | None:
+        """Run the response's tool calls and add their results to the conversation."""
+        state, calls = self.state, response.tool_calls
+        duplicates = sorted({c.id for c in calls if sum(o.id == c.id for o in calls) > 1})
+        if duplicates:
+            message = (
+                f"Tool call ids must be unique within one response; repeated: {duplicates}. "
+                "No tool was run. Send the calls again, each with its own id."
+            )
+            await self.reject("duplicate_call_ids", message)
+            return self._error_ending()
+        state.messages.append(AssistantMessage(text=response.text, tool_calls=calls))
+        breach = check.before_tool_calls(
+            self.limits, steps=state.steps, tool_calls=state.tool_calls, requested=len(calls)
+        )
+        if breach is not None:
+            self._answer_unexecuted(response, breach.message, already_added=True)
+            return _limit_ending(breach)
+        records = await run_calls(
+            calls,
+            tools=self.tools,
+            state=state,
+            limits=self.limits,
+            remaining_s=self._remaining_s(),
+            on_start=self._started,
+        )
+        for record in records:
+            await self._record_result(record)
+        return self._loop_ending(records) or self._error_ending()
+
+    async def accept_final(self, response: ModelResponse) -> _Ending | None:
+        """Validate a final answer; invalid output gets feedback and a bounded retry."""
+        text = response.text or ""
+        adapter = self.agent.output_adapter
+        problem: str | None = None
+        output: Any = text
+        if not text.strip():
+            problem = "The response was empty. Reply with your final answer."
+        elif adapter is not None:
+            try:
+                output = adapter.validate_json(text)
+            except ValidationError as exc:
+                problem = _output_feedback(exc)
+        self.state.messages.append(AssistantMessage(text=response.text))
+        if problem is None:
+            return _Ending(RunStatus.COMPLETED, output=output)
+        await self.reject("output_invalid", problem)
+        if self.state.output_retries >= self.limits.max_output_retries:
+            return _failure(RunStatus.FAILED, "output_invalid", problem)
+        self.state.output_retries += 1
+        return None
+
+    async def reject(self, reason: str, message: str) -> None:
+        """Record that the last response was refused and tell the model why."""
+        state = self.state
+        await self.emit(
+            ResponseRejected(
+                run_id=state.run_id,
+                step=state.steps,
+                reason=reason,
+                message=message,
+                at=self.clock.now(),
+            )
+        )
+        state.messages.append(UserMessage(content=message))
+
+    async def finish(self, ending: _Ending) -> RunResult[OutputT]:
+        """Write the one terminal event and build the result."""
+        state = self.state
+        output = ending.output
+        if ending.limit is not None:
+            await self.emit(
+                LimitHit(
+                    run_id=state.run_id,
+                    limit=ending.limit,
+                    status=ending.status,
+                    at=self.clock.now(),
+                )
+            )
+            output = await self._wrap_up(ending)
+        if output is None and ending.status is not RunStatus.COMPLETED:
+            output = state.last_text if self.agent.output_adapter is None else None
+        finished_at = self.clock.now()
+        error = ending.error
+        await self.emit(
+            RunFinished(
+                run_id=state.run_id,
+                status=ending.status,
+                output=None if output is None else _output_text(output),
+                error_class=None if error is None else error.error_class,
+                error_message=None if error is None else error.message,
+                at=finished_at,
+            )
+        )
+        return RunResult(
+            run_id=state.run_id,
+            agent=state.agent,
+            status=ending.status,
+            output=output,
+            error=error,
+            steps=state.steps,
+            tool_calls=state.tool_calls,
+            usage=state.usage,
+            cost_usd=state.cost_usd,
+            degraded=state.degraded,
+            started_at=state.started_at,
+            finished_at=finished_at,
+            messages=tuple(state.messages),
+        )
+
+    async def emit(self, event: Event) -> None:
+        """Journal ``event`` in the store, then give it to each subscriber."""
+        await self.store.append(event)
+        for subscriber in self.subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                logger.exception("event subscriber %r failed on %s", subscriber, event.kind)
+
+    async def _started(self, step: int, call: ToolCall, checked: Validated) -> None:
+        await self.emit(
+            ToolCallStarted(
+                run_id=self.state.run_id,
+                step=step,
+                call_id=call.id,
+                tool=checked.tool.name,
+                arguments=checked.arguments,
+                at=self.clock.now(),
+            )
+        )
+
+    async def _record_result(self, record: CallRecord) -> None:
+        state, outcome = self.state, record.outcome
+        if outcome.is_error:
+            state.consecutive_errors += 1
+        elif not record.repeated:
+            state.consecutive_errors = 0
+        await self.emit(
+            ToolCallFinished(
+                run_id=state.run_id,
+                step=record.step,
+                call_id=record.call.id,
+                tool=record.call.name,
+                content=outcome.content,
+                is_error=outcome.is_error,
+                error_class=outcome.error_class,
+                executed=record.executed,
+                repeated=record.repeated,
+                at=self.clock.now(),
+            )
+        )
+        state.messages.append(
+            ToolResultMessage(
+                call_id=record.call.id,
+                name=record.call.name,
+                content=outcome.content,
+                is_error=outcome.is_error,
+            )
+        )
+
+    def _loop_ending(self, records: Sequence[CallRecord]) -> _Ending | None:
+        for record in records:
+            if record.digest is None:
+                continue
+            repeats = self.state.repeats.get(record.digest, 0)
+            if repeats > self.limits.max_repeats:
+                message = (
+                    f"tool {record.call.name!r} was called {repeats + 1} times with the same "
+                    f"arguments (max_repeats={self.limits.max_repeats})"
+                )
+                return _failure(RunStatus.FAILED, "loop_detected", message)
+        return None
+
+    def _error_ending(self) -> _Ending | None:
+        state, cap = self.state, self.limits.max_consecutive_errors
+        if cap is not None and state.consecutive_errors >= cap:
+            message = f"{state.consecutive_errors} tool calls in a row failed"
+            return _failure(RunStatus.FAILED, "too_many_errors", message)
+        return None
+
+    def _answer_unexecuted(
+        self, response: ModelResponse, reason: str, *, already_added: bool = False
+    ) -> None:
+        """Keep the history well formed: every call gets a result, even unexecuted ones."""
+        if not response.tool_calls:
+            return
+        if not already_added:
+            self.state.messages.append(
+                AssistantMessage(text=response.text, tool_calls=response.tool_calls)
+            )
+        for call in response.tool_calls:
+            content = f"Not run: {reason}."
+            self.state.messages.append(
+                ToolResultMessage(call_id=call.id, name=call.name, content=content, is_error=True)
+            )
+
+    async def _wrap_up(self, ending: _Ending) -> Any:
+        if not self.limits.wrap_up or ending.status not in _WRAP_UP_STATUSES:
+            return None
+        self.state.messages.append(UserMessage(content=_WRAP_UP_PROMPT))
+        response = await self.ask_model(())
+        if isinstance(response, _Ending) or not response.text:
+            return None
+        self.state.messages.append(AssistantMessage(text=response.text))
+        return response.text if self.agent.output_adapter is None else None
+
+    def _system_prompt(self) -> str:
+        adapter = self.agent.output_adapter
+        if adapter is None:
+            return self.agent.instructions
+        schema = _output_schema(adapter)
+        return (
+            f"{self.agent.instructions}\n\nWhen you give your final answer, reply with only "
+            f"JSON matching this JSON schema:\n{schema}"
+        ).strip()
+
+    def _elapsed_s(self) -> float:
+        return self.clock.monotonic() - self.state.started_monotonic
+
+    def _remaining_s(self) -> float | None:
+        if self.limits.max_duration is None:
+            return None
+        return max(0.0, self.limits.max_duration.total_seconds() - self._elapsed_s())
+
+
+def _failure(
+    status: RunStatus, error_class: str, message: str, limit: str | None = None
+) -> _Ending:
+    return _Ending(status, RunError(error_class=error_class, message=message), limit)
+
+
+def _limit_ending(breach: check.LimitBreach) -> _Ending:
+    return _failure(breach.status, breach.limit, breach.message, breach.limit)
+
+
+def _output_schema(adapter: TypeAdapter[Any]) -> str:
+    return json.dumps(adapter.json_schema(), separators=(",", ":"))
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    return TypeAdapter(type(output)).dump_json(output).decode()
+
+
+def _output_feedback(exc: ValidationError) -> str:
+    problems = exc.errors(include_url=False, include_input=False, include_context=False)
+    lines = [f"- {'.'.join(map(str, p['loc'])) or '(root)'}: {p['msg']}" for p in problems[:20]]
+    text = "Your final answer does not match the required JSON schema:\n" + "\n".join(lines)
+    return text[:4000] + "\nReply again with only the corrected JSON."

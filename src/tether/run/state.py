@@ -1,0 +1,42 @@
+"""The mutable state of one run: the conversation and the counters the limits read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from tether.messages import Message, Usage
+
+__all__ = ["RunState"]
+
+
+@dataclass(slots=True, kw_only=True)
+class RunState:
+    """Everything a run has accumulated. Owned by one run; never shared."""
+
+    run_id: str
+    agent: str
+    user: str | None
+    started_at: datetime
+    started_monotonic: float
+    messages: list[Message] = field(default_factory=list[Message])
+    steps: int = 0
+    tool_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = Decimal(0)
+    consecutive_errors: int = 0
+    output_retries: int = 0
+    last_text: str | None = None
+    degraded: bool = False
+    results_by_digest: dict[str, tuple[int, str]] = field(
+        default_factory=dict[str, tuple[int, str]]
+    )
+    """Successful results of executed calls: digest -> (step, content)."""
+    repeats: dict[str, int] = field(default_factory=dict[str, int])
+    """How often each call digest was repeated after its first execution."""
+
+    def add_cost(self, cost_usd: Decimal | None) -> None:
+        """Add a response's cost; once any cost is unknown the total is unknown."""
+        if self.cost_usd is not None:
+            self.cost_usd = None if cost_usd is None else self.cost_usd + cost_usd

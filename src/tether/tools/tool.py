@@ -1,0 +1,307 @@
+"""Tools: plain functions with a validated signature and declared risk and effect.
+
+``@tool`` reads the type hints and the Google-style docstring of a function and builds:
+
+- a JSON schema for the model (descriptions from the ``Args:`` section),
+- a pydantic model that validates the model's arguments (extra fields are refused), and
+- a validator for the declared return type.
+
+A tool that wants to know about its run declares a parameter annotated
+:class:`RunContext`; it is injected and never appears in the schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, TypeVar, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+from tether.errors import ConfigurationError
+from tether.messages import ToolDefinition
+
+__all__ = ["Effect", "Risk", "RunContext", "Tool", "tool"]
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+class Risk(StrEnum):
+    """How much harm a tool can do. Drives checkpoints and approval policies."""
+
+    READ = "read"
+    """Reads only."""
+    WRITE = "write"
+    """Changes state this system owns."""
+    EXTERNAL = "external"
+    """Acts on the outside world (sends, pays, posts)."""
+    IRREVERSIBLE = "irreversible"
+    """Cannot be undone."""
+
+
+class Effect(StrEnum):
+    """What is safe after a crash between starting a call and recording its result."""
+
+    READ = "read"
+    """No side effect: always safe to run again."""
+    IDEMPOTENT = "idempotent"
+    """Safe to run again with the same idempotency key (the tool passes it on)."""
+    AT_MOST_ONCE = "at_most_once"
+    """Never run again automatically; a person decides."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunContext:
+    """What a tool may know about the run that calls it. Declare a parameter of this type."""
+
+    run_id: str
+    """Id of the run making the call."""
+    agent: str
+    """Name of the agent."""
+    user: str | None
+    """User the run acts for, if any."""
+    step: int
+    """Step number of this call within the run (1-based)."""
+    call_id: str
+    """The model's id for this call."""
+    idempotency_key: str
+    """sha256 of run id, tool name and canonical arguments: stable across retries and
+    resumes of the same call. Pass it to remote APIs that deduplicate."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tool:
+    """A callable the model may use. Build one with :func:`tool`.
+
+    Calling a ``Tool`` directly calls the wrapped function unchanged.
+    """
+
+    name: str
+    """Name the model uses. Letters, digits, ``_ . -``; at most 64 characters."""
+    description: str
+    """What the tool does, shown to the model."""
+    function: Callable[..., Any]
+    """The wrapped function (sync or async)."""
+    args_model: type[BaseModel]
+    """Pydantic model validating the arguments (extra fields refused)."""
+    result_adapter: TypeAdapter[Any] | None
+    """Validator of the declared return type, or ``None`` when it is not declared."""
+    context_param: str | None
+    """Name of the :class:`RunContext` parameter, if the function asks for one."""
+    risk: Risk
+    """Declared risk. Default ``read``."""
+    effect: Effect
+    """Declared effect semantics after a crash."""
+    timeout: timedelta | None
+    """Time one call may take; ``None`` means only the run's deadline applies."""
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function."""
+        return inspect.iscoroutinefunction(self.function)
+
+    @property
+    def definition(self) -> ToolDefinition:
+        """The name, description and JSON schema sent to models."""
+        return ToolDefinition(
+            name=self.name,
+            description=self.description,
+            parameters=self.args_model.model_json_schema(),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function directly, bypassing validation."""
+        return self.function(*args, **kwargs)
+
+    async def invoke(self, arguments: dict[str, Any], context: RunContext) -> Any:
+        """Call the function with validated ``arguments`` and return its raw result.
+
+        A sync function without a ``timeout`` runs inline (no thread hop). With a
+        ``timeout`` it runs in a worker thread so the run can stop waiting for it; Python
+        cannot stop a thread, so a timed-out sync call keeps running in the background and
+        its late result is discarded. Async functions are cancelled on timeout.
+        """
+        if self.context_param is not None:
+            arguments = {**arguments, self.context_param: context}
+        if self.is_async:
+            return await self.function(**arguments)
+        if self.timeout is None:
+            return self.function(**arguments)
+        return await asyncio.to_thread(self.function, **arguments)
+
+
+ToolFunction = Callable[..., Any]
+_E = TypeVar("_E", bound=StrEnum)
+
+
+@overload
+def tool(function: ToolFunction, /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    risk: Risk | str = Risk.READ,
+    effect: Effect | str | None = None,
+    timeout: timedelta | float | None = None,
+) -> Callable[[ToolFunction], Tool]: ...
+
+
+def tool(
+    function: ToolFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    risk: Risk | str = Risk.READ,
+    effect: Effect | str | None = None,
+    timeout: timedelta | float | None = None,
+) -> Tool | Callable[[ToolFunction], Tool]:
+    """Turn a function into a :class:`Tool`; use as ``@tool`` or ``@tool(...)``.
+
+    Args:
+        function: The function, when used as a bare decorator.
+        name: Tool name; defaults to the function's name.
+        description: Defaults to the docstring's summary and body (without ``Args:``).
+        risk: ``read`` (default), ``write``, ``external`` or ``irreversible``.
+        effect: ``read``, ``idempotent`` or ``at_most_once``. Defaults to ``read`` for
+            read tools and ``at_most_once`` otherwise (the safe choice after a crash).
+        timeout: Seconds (or a ``timedelta``) one call may take. Default none.
+
+    Raises:
+        ConfigurationError: The function cannot be described (missing type hints,
+            ``*args``), the name is invalid, or risk and effect contradict each other.
+    """
+
+    def build(fn: ToolFunction) -> Tool:
+        return _build_tool(
+            fn, name=name, description=description, risk=risk, effect=effect, timeout=timeout
+        )
+
+    if function is not None:
+        return build(function)
+    return build
+
+
+def _build_tool(
+    fn: ToolFunction,
+    *,
+    name: str | None,
+    description: str | None,
+    risk: Risk | str,
+    effect: Effect | str | None,
+    timeout: timedelta | float | None,
+) -> Tool:
+    tool_name: str = name or str(getattr(fn, "__name__", ""))
+    if not _NAME_PATTERN.fullmatch(tool_name):
+        raise ConfigurationError(
+            f"invalid tool name {tool_name!r}: use letters, digits, '_', '.', '-' "
+            "(at most 64 characters, not starting with a digit)"
+        )
+    risk_value = _enum(Risk, risk, "risk")
+    default_effect = Effect.READ if risk_value is Risk.READ else Effect.AT_MOST_ONCE
+    effect_value = default_effect if effect is None else _enum(Effect, effect, "effect")
+    if risk_value is not Risk.READ and effect_value is Effect.READ:
+        raise ConfigurationError(
+            f"tool {tool_name!r}: risk {risk_value.value!r} has side effects, so effect "
+            "cannot be 'read'; use 'idempotent' or 'at_most_once'"
+        )
+    summary, param_docs = _parse_docstring(inspect.getdoc(fn) or "")
+    args_model, context_param, result_adapter = _signature_models(fn, tool_name, param_docs)
+    return Tool(
+        name=tool_name,
+        description=description if description is not None else summary,
+        function=fn,
+        args_model=args_model,
+        result_adapter=result_adapter,
+        context_param=context_param,
+        risk=risk_value,
+        effect=effect_value,
+        timeout=_as_timedelta(timeout, tool_name),
+    )
+
+
+def _enum(kind: type[_E], value: _E | str, label: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in kind)
+        raise ConfigurationError(f"invalid {label} {value!r}; expected one of {allowed}") from None
+
+
+def _as_timedelta(value: timedelta | float | None, tool_name: str) -> timedelta | None:
+    if value is None:
+        return None
+    result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if result <= timedelta(0):
+        raise ConfigurationError(f"tool {tool_name!r}: timeout must be positive")
+    return result
+
+
+def _signature_models(
+    fn: ToolFunction, tool_name: str, param_docs: dict[str, str]
+) -> tuple[type[BaseModel], str | None, TypeAdapter[Any] | None]:
+    try:
+        hints = get_type_hints(fn)
+    except Exception as exc:
+        raise ConfigurationError(f"tool {tool_name!r}: cannot resolve type hints: {exc}") from exc
+    fields: dict[str, Any] = {}
+    context_param: str | None = None
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise ConfigurationError(
+                f"tool {tool_name!r}: parameter {param.name!r} must be a named parameter "
+                "(no *args, **kwargs or positional-only parameters)"
+            )
+        annotation = hints.get(param.name)
+        if annotation is RunContext:
+            context_param = param.name
+            continue
+        if annotation is None:
+            raise ConfigurationError(
+                f"tool {tool_name!r}: parameter {param.name!r} needs a type hint"
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, Field(default, description=param_docs.get(param.name)))
+    model = create_model(
+        f"{tool_name.replace('.', '_').replace('-', '_')}_arguments",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+    returns = hints.get("return")
+    result_adapter = None if returns is None or returns is Any else TypeAdapter(returns)
+    return model, context_param, result_adapter
+
+
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Raises|Yields|Examples?|Notes?):\s*$")
+_PARAM_LINE = re.compile(r"^\s+(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into its description and ``Args:`` entries."""
+    description: list[str] = []
+    params: dict[str, str] = {}
+    section: str | None = None
+    current: str | None = None
+    for line in doc.splitlines():
+        header = _SECTION.match(line)
+        if header:
+            section, current = header.group(1), None
+            continue
+        if section is None:
+            description.append(line)
+        elif section in ("Args", "Arguments", "Parameters"):
+            entry = _PARAM_LINE.match(line)
+            if entry:
+                current = entry.group(1)
+                params[current] = entry.group(2).strip()
+            elif current and line.strip():
+                params[current] = f"{params[current]} {line.strip()}"
+    return "\n".join(description).strip(), params

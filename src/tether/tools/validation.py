@@ -1,0 +1,111 @@
+"""From an untrusted :class:`~tether.messages.ToolCall` to validated arguments.
+
+Order matters: the size cap comes before parsing (a 20 MB argument string is never
+parsed), the name is matched exactly (``ADD``, or a look-alike with a Cyrillic letter,
+never resolves to ``add``), JSON is parsed strictly (no ``NaN``, no duplicate keys),
+and the pydantic model refuses missing, mistyped and extra fields. A rejection is a value, not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from tether.ids import call_digest
+from tether.messages import ToolCall
+from tether.tools.feedback import error_result
+from tether.tools.tool import Tool
+
+__all__ = ["Rejected", "Validated", "validate_call"]
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """A call whose arguments passed validation; safe to execute."""
+
+    tool: Tool
+    arguments: dict[str, Any]
+    """Validated, coerced arguments, keyed by parameter name."""
+    digest: str
+    """:func:`~tether.ids.call_digest` of the tool name and canonical arguments."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A call refused before execution, with the error result for the model."""
+
+    error_class: str
+    """``arguments_too_large``, ``unknown_tool``, ``malformed_arguments`` or
+    ``invalid_arguments``."""
+    content: str
+    """Structured error (JSON, at most 4 KiB) sent back to the model."""
+
+
+def validate_call(
+    call: ToolCall, tools: Mapping[str, Tool], *, max_argument_bytes: int
+) -> Validated | Rejected:
+    """Check one call against the run's tools. Never raises for bad input."""
+    raw = call.arguments
+    size = len(raw) if len(raw) > max_argument_bytes else len(raw.encode())
+    if size > max_argument_bytes:
+        return _reject(
+            "arguments_too_large",
+            f"arguments are {size} bytes; the limit is {max_argument_bytes} bytes",
+            call,
+        )
+    target = tools.get(call.name)
+    if target is None:
+        return _reject(
+            "unknown_tool",
+            f"there is no tool named {call.name!r}; names are exact and case-sensitive",
+            call,
+            available=sorted(tools),
+        )
+    try:
+        parsed = _parse_json_object(raw)
+    except (ValueError, RecursionError) as exc:
+        return _reject("malformed_arguments", f"arguments are not a JSON object: {exc}", call)
+    try:
+        model = target.args_model.model_validate(parsed)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False, include_context=False)
+        return _reject(
+            "invalid_arguments",
+            f"arguments do not match the schema of {target.name!r}",
+            call,
+            problems=[
+                {"loc": ".".join(map(str, p["loc"])), "msg": p["msg"]} for p in problems[:20]
+            ],
+        )
+    arguments = dict(model)
+    return Validated(target, arguments, call_digest(target.name, model.model_dump(mode="json")))
+
+
+def _reject(error_class: str, message: str, call: ToolCall, **details: Any) -> Rejected:
+    return Rejected(error_class, error_result(error_class, message, tool=call.name, **details))
+
+
+def _parse_json_object(raw: str) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    value = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
