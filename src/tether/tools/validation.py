@@ -3,7 +3,8 @@
 Order matters: the size cap comes before parsing (a 20 MB argument string is never
 parsed), the name is matched exactly (``ADD``, or a look-alike with a Cyrillic letter,
 never resolves to ``add``), JSON is parsed strictly (no ``NaN``, no duplicate keys),
-and the pydantic model refuses missing, mistyped and extra fields. A rejection is a value, not an exception.
+and the pydantic model refuses missing, mistyped and extra fields. A rejection is a
+value, not an exception.
 """
 
 from __future__ import annotations
