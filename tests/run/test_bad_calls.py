@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
+from tests.conftest import Counter, error_of, last_result, make_agent, tool_results
 from tether import Agent, RunLimits, RunStatus, ToolError, tool
 from tether.testing import FaultPlan, ScriptedModel, call
-from tests.conftest import Counter, error_of, last_result, make_agent, tool_results
 
 
 def test_malformed_json(add, counter: Counter) -> None:
@@ -32,7 +32,7 @@ def test_malformed_json(add, counter: Counter) -> None:
         '{"a": NaN, "b": 1}',
         '{"a": Infinity, "b": 1}',
         '{"a": 1, "a": 2, "b": 1}',
-        '[1, 2]',
+        "[1, 2]",
         '{"a": 1, "b": 2,}',
         "[" * 10_000 + "]" * 10_000,
     ],
@@ -286,9 +286,7 @@ def test_duplicate_call_ids_are_rejected(add, counter: Counter) -> None:
 
 
 def test_repeated_call_returns_the_earlier_result_with_a_note(add, counter: Counter) -> None:
-    model = ScriptedModel(
-        [call("add", {"a": 1, "b": 2}), call("add", {"b": 2, "a": 1}), "3"]
-    )
+    model = ScriptedModel([call("add", {"a": 1, "b": 2}), call("add", {"b": 2, "a": 1}), "3"])
     result = make_agent(model, [add]).run_sync("go")
     assert result.status is RunStatus.COMPLETED
     assert len(counter) == 1
@@ -344,9 +342,7 @@ def test_invalid_structured_output_gets_feedback_and_a_retry() -> None:
 
 def test_invalid_structured_output_is_bounded() -> None:
     model = ScriptedModel(["nope", "still nope", "no", "never used"])
-    agent = Agent(
-        name="s", model=model, output_type=Answer, limits=RunLimits(max_output_retries=2)
-    )
+    agent = Agent(name="s", model=model, output_type=Answer, limits=RunLimits(max_output_retries=2))
     result = agent.run_sync("how many?")
     assert result.status is RunStatus.FAILED
     assert result.error is not None and result.error.error_class == "output_invalid"

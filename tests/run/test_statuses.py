@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.conftest import Counter, make_agent
 from tether import (
     Agent,
     ModelError,
@@ -18,7 +19,6 @@ from tether import (
     tool,
 )
 from tether.testing import FakeClock, FunctionModel, ScriptedModel, call
-from tests.conftest import Counter, make_agent
 
 
 def test_completed(add, counter: Counter) -> None:
@@ -119,7 +119,10 @@ def test_tool_call_limit(add, counter: Counter) -> None:
 def test_cost_cap_ends_budget_exceeded(add, counter: Counter) -> None:
     cost = Decimal("0.40")
     model = ScriptedModel(
-        [ModelResponse(tool_calls=(call("add", {"a": i, "b": 0}),), cost_usd=cost) for i in range(5)]
+        [
+            ModelResponse(tool_calls=(call("add", {"a": i, "b": 0}),), cost_usd=cost)
+            for i in range(5)
+        ]
     )
     result = make_agent(model, [add], max_cost_usd=Decimal("1.00")).run_sync("go")
     assert result.status is RunStatus.BUDGET_EXCEEDED
@@ -129,7 +132,9 @@ def test_cost_cap_ends_budget_exceeded(add, counter: Counter) -> None:
 
 
 def test_unknown_cost_with_a_cost_cap_is_refused(add, counter: Counter) -> None:
-    model = ScriptedModel([ModelResponse(tool_calls=(call("add", {"a": 1, "b": 0}),), cost_usd=None)])
+    model = ScriptedModel(
+        [ModelResponse(tool_calls=(call("add", {"a": 1, "b": 0}),), cost_usd=None)]
+    )
     result = make_agent(model, [add], max_cost_usd=Decimal("1")).run_sync("go")
     assert result.status is RunStatus.BUDGET_EXCEEDED
     assert result.cost_usd is None
