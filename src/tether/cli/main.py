@@ -81,8 +81,8 @@ def run(
     ] = False,
 ) -> None:
     """Run an agent on a task and print its timeline, status, output, tokens and cost."""
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         agent = load_agent(agent_ref)
     except AgentLoadError as exc:

@@ -1,0 +1,176 @@
+"""The tether command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tether import RunStatus, __version__
+from tether.cli.main import EXIT_CODES
+
+ROOT = Path(__file__).resolve().parents[2]
+TETHER = [sys.executable, "-m", "tether"]
+
+
+def tether(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    environment.update(env)
+    return subprocess.run(
+        [*TETHER, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def write_agent(tmp_path: Path, script: str, **limits: object) -> Path:
+    path = tmp_path / "agent_file.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            from decimal import Decimal
+            from tether import Agent, ModelError, ModelResponse, RunLimits, tool
+            from tether.testing import ScriptedModel, call
+
+            @tool
+            def add(a: int, b: int) -> int:
+                \"\"\"Add.\"\"\"
+                return a + b
+
+            agent = Agent(
+                name="cli-test",
+                model=ScriptedModel({script}),
+                tools=[add],
+                limits=RunLimits(**{limits!r}),
+            )
+            not_an_agent = 42
+            """
+        )
+    )
+    return path
+
+
+def test_quickstart_prints_timeline_and_summary() -> None:
+    done = tether("run", "examples/quickstart.py:agent", "What is 1 + 2?")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "add" in lines[0] and "→" in lines[0]
+    assert "✓ add 3" in lines[1]
+    assert "completed · 3 steps · 1 tool calls · 0 tokens · $0" in done.stdout
+    assert lines[-1] == "The sum is 3."
+
+
+def test_json_prints_one_object_with_the_result_fields() -> None:
+    done = tether("run", "examples/quickstart.py:agent", "What is 1 + 2?", "--json")
+    assert done.returncode == 0
+    result = json.loads(done.stdout)
+    assert set(result) >= {
+        "run_id",
+        "status",
+        "output",
+        "error",
+        "steps",
+        "usage",
+        "cost_usd",
+        "degraded",
+        "started_at",
+        "finished_at",
+    }
+    assert result["status"] == "completed" and result["output"] == "The sum is 3."
+    assert result["steps"] == 3 and result["cost_usd"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("script", "limits", "status"),
+    [
+        ('["fine"]', {}, RunStatus.COMPLETED),
+        ('[ModelError("down")]', {}, RunStatus.FAILED),
+        (
+            '[call("add", {"a": i, "b": 0}) for i in range(9)]',
+            {"max_steps": 2},
+            RunStatus.MAX_STEPS,
+        ),
+        (
+            '[call("add", {"a": i, "b": 0}) for i in range(9)]',
+            {"max_tool_calls": 1},
+            RunStatus.TOOL_CALL_LIMIT,
+        ),
+        (
+            '[ModelResponse(text="x", cost_usd=Decimal(2))]',
+            {"max_cost_usd": 1},
+            RunStatus.BUDGET_EXCEEDED,
+        ),
+    ],
+)
+def test_exit_code_per_status(tmp_path: Path, script: str, limits: dict, status: RunStatus) -> None:
+    path = write_agent(tmp_path, script, **limits)
+    done = tether("run", f"{path}:agent", "go", "--json")
+    assert json.loads(done.stdout)["status"] == status.value
+    assert done.returncode == EXIT_CODES[status]
+
+
+def test_exit_codes_are_distinct_for_terminal_statuses() -> None:
+    terminal = [s for s in RunStatus if s.is_terminal]
+    codes = [EXIT_CODES[s] for s in terminal]
+    assert len(set(codes)) == len(codes)
+    assert EXIT_CODES[RunStatus.COMPLETED] == 0
+    assert 2 not in codes, "2 is kept for usage errors"
+    assert set(EXIT_CODES) == set(RunStatus)
+
+
+def test_module_reference(tmp_path: Path) -> None:
+    write_agent(tmp_path, '["from a module"]')
+    done = tether("run", "agent_file:agent", "go", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "from a module" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("no_colon", "must look like"),
+        ("missing.py:agent", "no such file"),
+        ("no_such_module_xyz:agent", "cannot import module"),
+        ("{path}:nothing", "has no attribute"),
+        ("{path}:not_an_agent", "not a tether Agent"),
+    ],
+)
+def test_bad_references_exit_2_with_a_clear_message(
+    tmp_path: Path, reference: str, message: str
+) -> None:
+    path = write_agent(tmp_path, '["x"]')
+    done = tether("run", reference.format(path=path), "go")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_file_that_raises_on_import_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text("raise RuntimeError('import-time failure')\n")
+    done = tether("run", f"{path}:agent", "go")
+    assert done.returncode == 2
+    assert "import-time failure" in done.stderr
+
+
+def test_version() -> None:
+    done = tether("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"tether {__version__}"
+
+
+def test_no_color_is_honoured() -> None:
+    coloured = tether("run", "examples/quickstart.py:agent", "x", FORCE_COLOR="1")
+    plain = tether("run", "examples/quickstart.py:agent", "x", FORCE_COLOR="1", NO_COLOR="1")
+    assert "\x1b[32m" in coloured.stdout
+    assert "\x1b[32m" not in plain.stdout and "\x1b[31m" not in plain.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "tether"
+    assert script.exists()
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("tether ")
