@@ -55,10 +55,12 @@ async def run_calls(
         state.tool_calls += 1
         checked = validate_call(call, tools, max_argument_bytes=limits.max_argument_bytes)
         if not isinstance(checked, Validated):
-            error = ToolOutcome(checked.content, True, checked.error_class)
+            error = ToolOutcome(
+                content=checked.content, is_error=True, error_class=checked.error_class
+            )
             records.append(CallRecord(call, state.steps, error))
             continue
-        record = CallRecord(call, state.steps, ToolOutcome(""), digest=checked.digest)
+        record = CallRecord(call, state.steps, ToolOutcome(content=""), digest=checked.digest)
         records.append(record)
         earlier = state.results_by_digest.get(checked.digest)
         original = first_in_batch.get(checked.digest)
@@ -66,7 +68,7 @@ async def run_calls(
             record.repeated = True
             state.repeats[checked.digest] = state.repeats.get(checked.digest, 0) + 1
             if earlier is not None:
-                record.outcome = _repeat_outcome(ToolOutcome(earlier[1]), earlier[0])
+                record.outcome = _repeat_outcome(ToolOutcome(content=earlier[1]), earlier[0])
             elif original is not None:
                 batch_repeats.append((record, original))
             continue
@@ -127,4 +129,6 @@ def _repeat_outcome(earlier: ToolOutcome, step: int) -> ToolOutcome:
         f"\n[tether: identical to the call at step {step}; not run again. "
         "Repeating it will not change the result.]"
     )
-    return ToolOutcome(earlier.content + note, earlier.is_error, earlier.error_class)
+    return ToolOutcome(
+        content=earlier.content + note, is_error=earlier.is_error, error_class=earlier.error_class
+    )

@@ -35,7 +35,7 @@ def call(name: str, args: dict[str, Any] | str | None = None, *, id: str = "") -
     return ToolCall(id=id, name=name, arguments=raw)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRequest:
     """What a fake model received in one request."""
 
@@ -58,7 +58,9 @@ class _RecordingModel:
     def _record(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
     ) -> int:
-        self.requests.append(ModelRequest(tuple(messages), tuple(tools), settings))
+        self.requests.append(
+            ModelRequest(messages=tuple(messages), tools=tuple(tools), settings=settings)
+        )
         return len(self.requests)
 
     def _response(self, item: ScriptItem, request_number: int) -> ModelResponse:

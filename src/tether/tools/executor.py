@@ -23,7 +23,7 @@ from tether.tools.validation import Validated
 __all__ = ["ToolOutcome", "execute"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolOutcome:
     """The result of one executed call, ready to send to the model."""
 
@@ -77,8 +77,9 @@ def _success(value: Any, call: Validated, max_output_chars: int) -> ToolOutcome:
             f"the tool returned a value that does not match its declared type: {summary}",
             call.tool.name,
         )
-    return ToolOutcome(truncate_output(text, max_output_chars))
+    return ToolOutcome(content=truncate_output(text, max_output_chars))
 
 
 def _failure(error_class: str, message: str, tool: str, **details: Any) -> ToolOutcome:
-    return ToolOutcome(error_result(error_class, message, tool=tool, **details), True, error_class)
+    content = error_result(error_class, message, tool=tool, **details)
+    return ToolOutcome(content=content, is_error=True, error_class=error_class)

@@ -24,7 +24,7 @@ from tether.tools.tool import Tool
 __all__ = ["Rejected", "Validated", "validate_call"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Validated:
     """A call whose arguments passed validation; safe to execute."""
 
@@ -35,7 +35,7 @@ class Validated:
     """:func:`~tether.ids.call_digest` of the tool name and canonical arguments."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rejected:
     """A call refused before execution, with the error result for the model."""
 
@@ -83,11 +83,13 @@ def validate_call(
             ],
         )
     arguments = dict(model)
-    return Validated(target, arguments, call_digest(target.name, model.model_dump(mode="json")))
+    digest = call_digest(target.name, model.model_dump(mode="json"))
+    return Validated(tool=target, arguments=arguments, digest=digest)
 
 
 def _reject(error_class: str, message: str, call: ToolCall, **details: Any) -> Rejected:
-    return Rejected(error_class, error_result(error_class, message, tool=call.name, **details))
+    content = error_result(error_class, message, tool=call.name, **details)
+    return Rejected(error_class=error_class, content=content)
 
 
 def _parse_json_object(raw: str) -> dict[str, Any]:
