@@ -23,12 +23,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def call_digest(tool_name: str, arguments: dict[str, Any]) -> str:
+def call_digest(tool_name: str, arguments: dict[str, Any] | str) -> str:
     """Return the sha256 hex digest of a tool name and its canonical arguments.
 
-    Used to recognise a repeated call with the same arguments.
+    ``arguments`` is a dict (serialised with :func:`canonical_json`) or JSON text that is
+    already canonical, such as a validated model's ``model_dump_json()`` (fields in
+    declaration order, defaults filled in). Used to recognise a repeated call.
     """
-    payload = f"{tool_name}\x00{canonical_json(arguments)}"
+    text = arguments if isinstance(arguments, str) else canonical_json(arguments)
+    payload = f"{tool_name}\x00{text}"
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

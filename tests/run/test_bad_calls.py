@@ -203,6 +203,38 @@ def test_fault_plan_hang_is_bounded_by_the_run_deadline(add) -> None:
     assert time.monotonic() - started < 5
     assert result.status is RunStatus.TIMED_OUT
     assert plan.real_calls("add") == 0
+    # The interrupted call still has exactly one result in the history and the journal.
+    (interrupted,) = [m for m in result.messages if m.role == "tool"]
+    assert interrupted.is_error and "run_timed_out" in interrupted.content
+
+
+def test_interrupted_call_is_journaled_as_started_and_timed_out(add) -> None:
+    plan = FaultPlan().hang_on("add")
+    seen = []
+    agent = Agent(
+        name="t",
+        model=ScriptedModel([call("add", {"a": 1, "b": 1})]),
+        tools=plan.apply([add]),
+        limits=RunLimits(max_duration=timedelta(milliseconds=50)),
+    )
+    agent.run_sync("go", subscribers=[seen.append])
+    kinds = [e.kind for e in seen]
+    assert kinds[-4:] == ["tool_call_started", "tool_call_finished", "limit_hit", "run_finished"]
+    finished = seen[-3]
+    assert finished.error_class == "run_timed_out" and finished.executed is True
+
+
+def test_a_tool_raising_timeout_error_itself_is_a_tool_error() -> None:
+    @tool
+    def remote() -> str:
+        """Calls a remote service."""
+        raise TimeoutError("socket timed out")
+
+    model = ScriptedModel([call("remote"), "ok"])
+    make_agent(model, [remote]).run_sync("go")
+    error = error_of(last_result(model))
+    assert error["error"] == "tool_error"
+    assert "socket timed out" in error["message"]
 
 
 def test_garbage_return_value_is_an_error_result(add, counter: Counter) -> None:

@@ -39,7 +39,6 @@ async def run_calls(
     tools: Mapping[str, Tool],
     state: RunState,
     limits: RunLimits,
-    remaining_s: float | None,
     on_start: StartHook,
 ) -> list[CallRecord]:
     """Validate and execute ``calls``; return one record per call, in order.
@@ -77,7 +76,7 @@ async def run_calls(
 
     for record, checked in pending:
         await on_start(record.step, record.call, checked)
-    await _execute_all(pending, state, limits, remaining_s)
+    await _execute_all(pending, state, limits)
 
     for record, original in batch_repeats:
         record.outcome = _repeat_outcome(original.outcome, original.step)
@@ -91,14 +90,10 @@ async def _execute_all(
     pending: Sequence[tuple[CallRecord, Validated]],
     state: RunState,
     limits: RunLimits,
-    remaining_s: float | None,
 ) -> None:
     async def one(record: CallRecord, checked: Validated) -> None:
         tool_timeout = checked.tool.timeout
-        timeout_s = remaining_s
-        if tool_timeout is not None:
-            seconds = tool_timeout.total_seconds()
-            timeout_s = seconds if timeout_s is None else min(seconds, timeout_s)
+        timeout_s = None if tool_timeout is None else tool_timeout.total_seconds()
         context = RunContext(
             run_id=state.run_id,
             agent=state.agent,

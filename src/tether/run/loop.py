@@ -50,7 +50,7 @@ from tether.run.state import RunState
 from tether.settings import RunLimits
 from tether.status import RunStatus
 from tether.store import Store
-from tether.tools import Tool, Validated
+from tether.tools import Tool, ToolOutcome, Validated, error_result
 
 __all__ = ["AgentSpec", "Run", "Subscriber"]
 
@@ -131,6 +131,8 @@ class Run(Generic[OutputT]):
         self.tools = {t.name: t for t in agent.tools}
         self.tool_definitions = tuple(t.definition for t in agent.tools)
         self.settings = ModelSettings()
+        self._in_flight: dict[str, int] = {}
+        """Call id -> step of calls started and not yet recorded."""
         self.state = RunState(
             run_id=run_id,
             agent=agent.name,
@@ -155,6 +157,26 @@ class Run(Generic[OutputT]):
         if system:
             state.messages.append(SystemMessage(content=system))
         state.messages.append(UserMessage(content=self.task))
+        # The injected clock is checked before each model call; this real-time deadline
+        # is the backstop that interrupts a model or tool that never returns.
+        deadline = asyncio.timeout(self._remaining_s())
+        try:
+            async with deadline:
+                ending = await self._loop()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            ending = _failure(
+                RunStatus.TIMED_OUT,
+                "max_duration",
+                "the run's max_duration passed while a model or tool call was in flight",
+                "max_duration",
+            )
+            await self._answer_interrupted()
+        return await self.finish(ending)
+
+    async def _loop(self) -> _Ending:
+        state = self.state
         while True:
             breach = check.before_model_call(
                 self.limits,
@@ -164,35 +186,27 @@ class Run(Generic[OutputT]):
                 cost_usd=state.cost_usd,
             )
             if breach is not None:
-                return await self.finish(_limit_ending(breach))
+                return _limit_ending(breach)
             response = await self.ask_model(self.tool_definitions)
             if isinstance(response, _Ending):
-                return await self.finish(response)
+                return response
             breach = check.after_model_call(self.limits, usage=state.usage, cost_usd=state.cost_usd)
             if breach is not None:
                 self._answer_unexecuted(response, breach.message)
-                return await self.finish(_limit_ending(breach))
+                return _limit_ending(breach)
             if response.tool_calls:
                 ending = await self.act(response)
             else:
                 ending = await self.accept_final(response)
             if ending is not None:
-                return await self.finish(ending)
+                return ending
 
     async def ask_model(self, tools: Sequence[ToolDefinition]) -> ModelResponse | _Ending:
-        """Request one response; a failure or the run's deadline becomes an ending."""
+        """Request one response; a failure becomes an ending."""
         state = self.state
         step = state.steps + 1
         try:
-            remaining = self._remaining_s()
-            if remaining is None:
-                response = await self.agent.model.request(state.messages, tools, self.settings)
-            else:
-                async with asyncio.timeout(remaining):
-                    response = await self.agent.model.request(state.messages, tools, self.settings)
-        except TimeoutError:
-            message = "the run's max_duration passed while waiting for the model"
-            return _failure(RunStatus.TIMED_OUT, "max_duration", message, "max_duration")
+            response = await self.agent.model.request(state.messages, tools, self.settings)
         except Exception as exc:
             error_class = str(getattr(exc, "error_class", "model_error"))
             message = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
@@ -239,7 +253,6 @@ class Run(Generic[OutputT]):
             tools=self.tools,
             state=state,
             limits=self.limits,
-            remaining_s=self._remaining_s(),
             on_start=self._started,
         )
         for record in records:
@@ -336,6 +349,7 @@ class Run(Generic[OutputT]):
                 logger.exception("event subscriber %r failed on %s", subscriber, event.kind)
 
     async def _started(self, step: int, call: ToolCall, checked: Validated) -> None:
+        self._in_flight[call.id] = step
         await self.emit(
             ToolCallStarted(
                 run_id=self.state.run_id,
@@ -349,6 +363,7 @@ class Run(Generic[OutputT]):
 
     async def _record_result(self, record: CallRecord) -> None:
         state, outcome = self.state, record.outcome
+        self._in_flight.pop(record.call.id, None)
         if outcome.is_error:
             state.consecutive_errors += 1
         elif not record.repeated:
@@ -412,11 +427,35 @@ class Run(Generic[OutputT]):
                 ToolResultMessage(call_id=call.id, name=call.name, content=content, is_error=True)
             )
 
+    async def _answer_interrupted(self) -> None:
+        """After the deadline cut a batch short, give each unanswered call a result."""
+        last = next(
+            (m for m in reversed(self.state.messages) if isinstance(m, AssistantMessage)), None
+        )
+        if last is None:
+            return
+        answered = {m.call_id for m in self.state.messages if isinstance(m, ToolResultMessage)}
+        for call in last.tool_calls:
+            if call.id in answered:
+                continue
+            step = self._in_flight.pop(call.id, None)
+            content = error_result(
+                "run_timed_out", "the run's max_duration passed before this call finished",
+                tool=call.name,
+            )  # fmt: skip
+            outcome = ToolOutcome(content=content, is_error=True, error_class="run_timed_out")
+            record = CallRecord(call, step or self.state.steps, outcome, executed=step is not None)
+            await self._record_result(record)
+
     async def _wrap_up(self, ending: _Ending) -> Any:
         if not self.limits.wrap_up or ending.status not in _WRAP_UP_STATUSES:
             return None
         self.state.messages.append(UserMessage(content=_WRAP_UP_PROMPT))
-        response = await self.ask_model(())
+        try:
+            async with asyncio.timeout(self._remaining_s()):
+                response = await self.ask_model(())
+        except TimeoutError:
+            return None
         if isinstance(response, _Ending) or not response.text:
             return None
         self.state.messages.append(AssistantMessage(text=response.text))

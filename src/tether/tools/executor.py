@@ -43,20 +43,19 @@ async def execute(
     Args:
         call: A call that passed :func:`~tether.tools.validation.validate_call`.
         context: Injected into the function if it asks for a ``RunContext``.
-        timeout_s: The smaller of the tool's timeout and the run's remaining time.
+        timeout_s: The tool's timeout in seconds; the run's own deadline applies besides.
         max_output_chars: Longer results are truncated with an explicit marker.
     """
     tool = call.tool
+    deadline = asyncio.timeout(timeout_s)
     try:
-        if timeout_s is None:
+        async with deadline:
             value = await tool.invoke(call.arguments, context)
-        else:
-            async with asyncio.timeout(timeout_s):
-                value = await tool.invoke(call.arguments, context)
-    except TimeoutError:
-        return _failure(
-            "tool_timeout", f"the call did not finish within {timeout_s:g} s", tool.name
-        )
+    except TimeoutError as exc:
+        if deadline.expired():
+            message = f"the call did not finish within {timeout_s:g} s"
+            return _failure("tool_timeout", message, tool.name)
+        return _failure("tool_error", f"TimeoutError: {exc}", tool.name)
     except TetherError as exc:
         return _failure(exc.error_class, exc.message, tool.name, retryable=exc.retryable)
     except Exception as exc:

@@ -99,20 +99,13 @@ class Tool:
     """Declared effect semantics after a crash."""
     timeout: timedelta | None
     """Time one call may take; ``None`` means only the run's deadline applies."""
+    definition: ToolDefinition
+    """The name, description and JSON schema sent to models (built once)."""
 
     @property
     def is_async(self) -> bool:
         """Whether the function is a coroutine function."""
         return inspect.iscoroutinefunction(self.function)
-
-    @property
-    def definition(self) -> ToolDefinition:
-        """The name, description and JSON schema sent to models."""
-        return ToolDefinition(
-            name=self.name,
-            description=self.description,
-            parameters=self.args_model.model_json_schema(),
-        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function directly, bypassing validation."""
@@ -215,9 +208,10 @@ def _build_tool(
         )
     summary, param_docs = _parse_docstring(inspect.getdoc(fn) or "")
     args_model, context_param, result_adapter = _signature_models(fn, tool_name, param_docs)
+    tool_description = description if description is not None else summary
     return Tool(
         name=tool_name,
-        description=description if description is not None else summary,
+        description=tool_description,
         function=fn,
         args_model=args_model,
         result_adapter=result_adapter,
@@ -225,6 +219,11 @@ def _build_tool(
         risk=risk_value,
         effect=effect_value,
         timeout=_as_timedelta(timeout, tool_name),
+        definition=ToolDefinition(
+            name=tool_name,
+            description=tool_description,
+            parameters=args_model.model_json_schema(),
+        ),
     )
 
 

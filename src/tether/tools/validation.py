@@ -82,8 +82,8 @@ def validate_call(
                 {"loc": ".".join(map(str, p["loc"])), "msg": p["msg"]} for p in problems[:20]
             ],
         )
-    arguments = dict(model)
-    digest = call_digest(target.name, model.model_dump(mode="json"))
+    arguments = dict(model.__dict__)
+    digest = call_digest(target.name, model.model_dump_json())
     return Validated(tool=target, arguments=arguments, digest=digest)
 
 
