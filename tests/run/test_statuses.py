@@ -227,3 +227,43 @@ def test_run_never_raises_for_a_tool_that_raises_base_exception_subclass() -> No
 def test_terminal_flags(status: RunStatus) -> None:
     non_terminal = {"pending", "running", "waiting_approval", "waiting_user"}
     assert status.is_terminal is (status.value not in non_terminal)
+
+
+def test_refused_batch_is_journaled_as_not_run(add, counter: Counter) -> None:
+    seen = []
+    batch = [call("add", {"a": i, "b": 0}) for i in range(3)]
+    model = ScriptedModel([batch])
+    result = make_agent(model, [add], max_tool_calls=2).run_sync("go", subscribers=[seen.append])
+    assert result.status is RunStatus.TOOL_CALL_LIMIT
+    finished = [e for e in seen if e.kind == "tool_call_finished"]
+    assert [e.error_class for e in finished] == ["limit_reached"] * 3
+    assert not any(e.executed for e in finished)
+    assert len(counter) == 0
+
+
+def test_always_duplicate_ids_ends_too_many_errors(add, counter: Counter) -> None:
+    dup = [call("add", {"a": 1, "b": 1}, id="x"), call("add", {"a": 2, "b": 1}, id="x")]
+    model = ScriptedModel([dup] * 10)
+    result = make_agent(model, [add], max_consecutive_errors=3).run_sync("go")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and result.error.error_class == "too_many_errors"
+    assert len(model.requests) == 3 and len(counter) == 0
+
+
+def test_zero_cost_cap_admits_free_calls_only(add) -> None:
+    free = ScriptedModel([call("add", {"a": 1, "b": 1}), "2"])
+    assert make_agent(free, [add], max_cost_usd=Decimal(0)).run_sync("go").status is (
+        RunStatus.COMPLETED
+    )
+    paid = ScriptedModel([ModelResponse(text="x", cost_usd=Decimal("0.01"))])
+    result = make_agent(paid, [add], max_cost_usd=Decimal(0)).run_sync("go")
+    assert result.status is RunStatus.BUDGET_EXCEEDED
+
+
+def test_cost_cap_reached_exactly_stops_before_the_next_call(add) -> None:
+    model = ScriptedModel(
+        [ModelResponse(tool_calls=(call("add", {"a": 1, "b": 1}),), cost_usd=Decimal(1)), "2"]
+    )
+    result = make_agent(model, [add], max_cost_usd=Decimal(1)).run_sync("go")
+    assert result.status is RunStatus.BUDGET_EXCEEDED
+    assert len(model.requests) == 1

@@ -57,7 +57,10 @@ def after_model_call(
             RunStatus.BUDGET_EXCEEDED,
             "a model reported no price, so max_cost_usd cannot be enforced",
         )
-    if cost_usd > limits.max_cost_usd or (not strict and cost_usd >= limits.max_cost_usd):
+    cap = limits.max_cost_usd
+    # Before a call, reaching a positive cap leaves no room; a zero cap still admits
+    # calls that cost nothing (a local model).
+    if cost_usd > cap or (not strict and cost_usd == cap and cap > 0):
         return LimitBreach(
             "max_cost_usd",
             RunStatus.BUDGET_EXCEEDED,

@@ -192,7 +192,10 @@ class Run(Generic[OutputT]):
                 return response
             breach = check.after_model_call(self.limits, usage=state.usage, cost_usd=state.cost_usd)
             if breach is not None:
-                self._answer_unexecuted(response, breach.message)
+                state.messages.append(
+                    AssistantMessage(text=response.text, tool_calls=response.tool_calls)
+                )
+                await self._answer_unexecuted(response.tool_calls, breach.message)
                 return _limit_ending(breach)
             if response.tool_calls:
                 ending = await self.act(response)
@@ -240,13 +243,14 @@ class Run(Generic[OutputT]):
                 "No tool was run. Send the calls again, each with its own id."
             )
             await self.reject("duplicate_call_ids", message)
+            state.consecutive_errors += 1
             return self._error_ending()
         state.messages.append(AssistantMessage(text=response.text, tool_calls=calls))
         breach = check.before_tool_calls(
             self.limits, steps=state.steps, tool_calls=state.tool_calls, requested=len(calls)
         )
         if breach is not None:
-            self._answer_unexecuted(response, breach.message, already_added=True)
+            await self._answer_unexecuted(calls, breach.message)
             return _limit_ending(breach)
         records = await run_calls(
             calls,
@@ -411,21 +415,13 @@ class Run(Generic[OutputT]):
             return _failure(RunStatus.FAILED, "too_many_errors", message)
         return None
 
-    def _answer_unexecuted(
-        self, response: ModelResponse, reason: str, *, already_added: bool = False
-    ) -> None:
+    async def _answer_unexecuted(self, calls: Sequence[ToolCall], reason: str) -> None:
         """Keep the history well formed: every call gets a result, even unexecuted ones."""
-        if not response.tool_calls:
-            return
-        if not already_added:
-            self.state.messages.append(
-                AssistantMessage(text=response.text, tool_calls=response.tool_calls)
-            )
-        for call in response.tool_calls:
-            content = f"Not run: {reason}."
-            self.state.messages.append(
-                ToolResultMessage(call_id=call.id, name=call.name, content=content, is_error=True)
-            )
+        for call in calls:
+            message = f"not run because a limit was reached: {reason}"
+            content = error_result("limit_reached", message, tool=call.name)
+            outcome = ToolOutcome(content=content, is_error=True, error_class="limit_reached")
+            await self._record_result(CallRecord(call, self.state.steps, outcome))
 
     async def _answer_interrupted(self) -> None:
         """After the deadline cut a batch short, give each unanswered call a result."""
