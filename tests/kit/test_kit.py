@@ -35,7 +35,7 @@ async def test_scripted_model_plays_items_in_order_and_then_fails() -> None:
     with pytest.raises(ModelError, match="4 responses and request 5"):
         await model.request([], [], settings)
     assert len(model.requests) == 5
-    assert model.remaining == -1
+    assert model.remaining == 0
 
 
 def test_function_model_sees_the_conversation(add) -> None:
@@ -79,6 +79,17 @@ def test_fault_plan_counts_and_limits_faults(add, counter) -> None:
     assert len(counter) == 1
     with pytest.raises(ValueError):
         FaultPlan().hang_on("x", times=0)
+
+
+def test_fault_plan_refuses_to_hang_an_uninterruptible_tool(add) -> None:
+    with pytest.raises(ValueError, match="without a timeout"):
+        FaultPlan().hang_on("add").apply([add])
+
+
+def test_fault_plan_keeps_sync_tools_sync_and_can_return_none(add) -> None:
+    (wrapped,) = FaultPlan().garbage_on("add", None).apply([add])
+    assert not wrapped.is_async
+    assert wrapped.function(a=1, b=2) is None
 
 
 def test_fault_plan_leaves_other_tools_alone(add) -> None:

@@ -88,6 +88,10 @@ def test_size_cap_counts_bytes_not_characters(add, counter: Counter) -> None:
         ({"a": 1}, "b"),
         ({"a": 1, "b": 2, "c": 3}, "c"),
         ({"a": [1], "b": {"x": 1}}, "a"),
+        ({"a": "1", "b": 2}, "a"),
+        ({"a": True, "b": 2}, "a"),
+        ({"a": 1.5, "b": 2}, "a"),
+        ({"a": None, "b": 2}, "a"),
     ],
 )
 def test_wrong_missing_or_extra_fields(add, counter: Counter, args, loc: str) -> None:
@@ -189,32 +193,38 @@ async def test_sync_tool_that_hangs_times_out_and_is_abandoned() -> None:
     assert finished == [True]
 
 
-def test_fault_plan_hang_is_bounded_by_the_run_deadline(add) -> None:
-    plan = FaultPlan().hang_on("add")
-    model = ScriptedModel([call("add", {"a": 1, "b": 1}), "never"])
+@tool
+async def lookup(key: str) -> str:
+    """Look a key up."""
+    return key
+
+
+def test_fault_plan_hang_is_bounded_by_the_run_deadline() -> None:
+    plan = FaultPlan().hang_on("lookup")
+    model = ScriptedModel([call("lookup", {"key": "k"}), "never"])
     agent = Agent(
         name="t",
         model=model,
-        tools=plan.apply([add]),
+        tools=plan.apply([lookup]),
         limits=RunLimits(max_duration=timedelta(milliseconds=100)),
     )
     started = time.monotonic()
     result = agent.run_sync("go")
     assert time.monotonic() - started < 5
     assert result.status is RunStatus.TIMED_OUT
-    assert plan.real_calls("add") == 0
+    assert plan.real_calls("lookup") == 0
     # The interrupted call still has exactly one result in the history and the journal.
     (interrupted,) = [m for m in result.messages if m.role == "tool"]
     assert interrupted.is_error and "run_timed_out" in interrupted.content
 
 
-def test_interrupted_call_is_journaled_as_started_and_timed_out(add) -> None:
-    plan = FaultPlan().hang_on("add")
+def test_interrupted_call_is_journaled_as_started_and_timed_out() -> None:
+    plan = FaultPlan().hang_on("lookup")
     seen = []
     agent = Agent(
         name="t",
-        model=ScriptedModel([call("add", {"a": 1, "b": 1})]),
-        tools=plan.apply([add]),
+        model=ScriptedModel([call("lookup", {"key": "k"})]),
+        tools=plan.apply([lookup]),
         limits=RunLimits(max_duration=timedelta(milliseconds=50)),
     )
     agent.run_sync("go", subscribers=[seen.append])
@@ -387,3 +397,46 @@ def test_empty_final_answer_is_not_accepted_silently() -> None:
     result = make_agent(model, []).run_sync("go")
     assert result.status is RunStatus.COMPLETED
     assert result.output == "finally"
+
+
+def test_hung_sync_tool_never_keeps_run_sync_from_returning() -> None:
+    @tool(timeout=0.05)
+    def stuck() -> str:
+        """Blocks forever."""
+        threading.Event().wait()
+        return "never"
+
+    model = ScriptedModel([call("stuck"), "gave up on it"])
+    started = time.monotonic()
+    result = make_agent(model, [stuck]).run_sync("go")
+    assert time.monotonic() - started < 2
+    assert result.status is RunStatus.COMPLETED
+    assert error_of(tool_results(model, 2)[0])["error"] == "tool_timeout"
+
+
+def test_fault_plan_hang_on_a_sync_tool_with_a_timeout(add) -> None:
+    timed = tool(name="add", timeout=0.05)(add.function)
+    plan = FaultPlan().hang_on("add", times=1)
+    model = ScriptedModel([call("add", {"a": 1, "b": 1}), call("add", {"a": 1, "b": 1}), "2"])
+    result = make_agent(model, plan.apply([timed])).run_sync("go")
+    assert result.status is RunStatus.COMPLETED
+    first, second = tool_results(model, 3)
+    assert error_of(first)["error"] == "tool_timeout"
+    assert second.content == "2"
+    assert plan.real_calls("add") == 1
+
+
+def test_deadline_keeps_results_of_calls_that_finished(add, counter: Counter) -> None:
+    plan = FaultPlan().hang_on("lookup")
+    batch = [call("add", {"a": 1, "b": 1}), call("lookup", {"key": "k"})]
+    agent = Agent(
+        name="t",
+        model=ScriptedModel([batch]),
+        tools=[add, *plan.apply([lookup])],
+        limits=RunLimits(max_duration=timedelta(milliseconds=50)),
+    )
+    result = agent.run_sync("go")
+    assert result.status is RunStatus.TIMED_OUT
+    done, interrupted = [m for m in result.messages if m.role == "tool"]
+    assert done.content == "2" and not done.is_error
+    assert error_of(interrupted)["error"] == "run_timed_out"

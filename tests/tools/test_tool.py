@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import Enum
 from typing import Literal
+from uuid import UUID
 
 import pytest
 from pydantic import BaseModel
@@ -191,3 +193,28 @@ def test_agent_rejects_plain_functions_and_duplicate_names() -> None:
         Agent(name="a", model=ScriptedModel([]), tools=[one, one])
     with pytest.raises(ConfigurationError, match="empty"):
         Agent(name=" ", model=ScriptedModel([]))
+
+
+class Colour(Enum):
+    RED = "red"
+
+
+def test_json_native_conversions_still_work() -> None:
+    seen = []
+
+    @tool
+    def schedule(at: datetime, ref: UUID, colour: Colour, ratio: float) -> str:
+        """Schedule."""
+        seen.append((at, ref, colour, ratio))
+        return "ok"
+
+    args = {
+        "at": "2026-11-24T10:00:00Z",
+        "ref": "12345678-1234-5678-1234-567812345678",
+        "colour": "red",
+        "ratio": 1,
+    }
+    model = ScriptedModel([call("schedule", args), "done"])
+    make_agent(model, [schedule]).run_sync("go")
+    ((at, ref, colour, ratio),) = seen
+    assert at.year == 2026 and isinstance(ref, UUID) and colour is Colour.RED and ratio == 1.0

@@ -32,6 +32,11 @@ class CallRecord:
     repeated: bool = False
     digest: str | None = None
 
+    @property
+    def finished(self) -> bool:
+        """Whether the call has its outcome (run, refused, or answered as a repeat)."""
+        return self.executed or bool(self.outcome.content)
+
 
 async def run_calls(
     calls: Sequence[ToolCall],
@@ -40,12 +45,14 @@ async def run_calls(
     state: RunState,
     limits: RunLimits,
     on_start: StartHook,
-) -> list[CallRecord]:
-    """Validate and execute ``calls``; return one record per call, in order.
+    records: list[CallRecord],
+) -> None:
+    """Validate and execute ``calls``, appending one record per call to ``records``.
 
-    ``on_start`` is awaited for each call just before it executes (the journal hook).
+    The caller owns ``records``, so if the run's deadline cancels this coroutine it still
+    knows which calls finished. ``on_start`` is awaited for each call just before it
+    executes (the journal hook).
     """
-    records: list[CallRecord] = []
     pending: list[tuple[CallRecord, Validated]] = []
     first_in_batch: dict[str, CallRecord] = {}
     batch_repeats: list[tuple[CallRecord, CallRecord]] = []
@@ -83,7 +90,6 @@ async def run_calls(
     for record in records:
         if record.executed and not record.outcome.is_error and record.digest is not None:
             state.results_by_digest[record.digest] = (record.step, record.outcome.content)
-    return records
 
 
 async def _execute_all(

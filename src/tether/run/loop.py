@@ -133,6 +133,8 @@ class Run(Generic[OutputT]):
         self.settings = ModelSettings()
         self._in_flight: dict[str, int] = {}
         """Call id -> step of calls started and not yet recorded."""
+        self._batch: list[CallRecord] = []
+        """Records of the batch being executed, until they are all recorded."""
         self.state = RunState(
             run_id=run_id,
             agent=agent.name,
@@ -252,15 +254,18 @@ class Run(Generic[OutputT]):
         if breach is not None:
             await self._answer_unexecuted(calls, breach.message)
             return _limit_ending(breach)
-        records = await run_calls(
+        records = self._batch = []
+        await run_calls(
             calls,
             tools=self.tools,
             state=state,
             limits=self.limits,
             on_start=self._started,
+            records=records,
         )
         for record in records:
             await self._record_result(record)
+        self._batch = []
         return self._loop_ending(records) or self._error_ending()
 
     async def accept_final(self, response: ModelResponse) -> _Ending | None:
@@ -431,17 +436,24 @@ class Run(Generic[OutputT]):
         if last is None:
             return
         answered = {m.call_id for m in self.state.messages if isinstance(m, ToolResultMessage)}
+        batch = {record.call.id: record for record in self._batch}
         for call in last.tool_calls:
             if call.id in answered:
                 continue
-            step = self._in_flight.pop(call.id, None)
-            content = error_result(
-                "run_timed_out", "the run's max_duration passed before this call finished",
-                tool=call.name,
-            )  # fmt: skip
-            outcome = ToolOutcome(content=content, is_error=True, error_class="run_timed_out")
-            record = CallRecord(call, step or self.state.steps, outcome, executed=step is not None)
+            record = batch.get(call.id)
+            if record is None or not record.finished:
+                step = self._in_flight.get(call.id)
+                content = error_result(
+                    "run_timed_out",
+                    "the run's max_duration passed before this call finished",
+                    tool=call.name,
+                )
+                outcome = ToolOutcome(content=content, is_error=True, error_class="run_timed_out")
+                record = CallRecord(
+                    call, step or self.state.steps, outcome, executed=step is not None
+                )
             await self._record_result(record)
+        self._batch = []
 
     async def _wrap_up(self, ending: _Ending) -> Any:
         if not self.limits.wrap_up or ending.status not in _WRAP_UP_STATUSES:

@@ -47,7 +47,8 @@ class RunResult(Generic[OutputT]):
     steps: int
     """Model responses plus tool calls."""
     tool_calls: int
-    """Tool calls the model requested (executed or refused)."""
+    """Tool calls processed: executed, refused for bad input, or answered from an earlier
+    identical call. Calls not run because a limit was reached are not counted."""
     usage: Usage
     """Tokens over all model calls."""
     cost_usd: Decimal | None

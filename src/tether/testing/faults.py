@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from tether.tools import Tool
 
 __all__ = ["FaultPlan"]
+
+_UNSET: Any = object()
 
 
 @dataclass(slots=True)
@@ -49,16 +52,25 @@ class FaultPlan:
         """Make ``tool`` never return (until the call's timeout or the run's deadline)."""
         return self._add(tool, _Fault("hang", times))
 
-    def garbage_on(self, tool: str, value: Any = None, *, times: int | None = None) -> FaultPlan:
+    def garbage_on(self, tool: str, value: Any = _UNSET, *, times: int | None = None) -> FaultPlan:
         """Make ``tool`` return ``value`` instead of running.
 
-        Default: an object that is neither JSON nor of any declared return type.
+        Default: an object that is neither JSON nor of any declared return type. Any value
+        may be given, ``None`` included.
         """
-        garbage = object() if value is None else value
+        garbage = object() if value is _UNSET else value
         return self._add(tool, _Fault("garbage", times, value=garbage))
 
     def apply(self, tools: Sequence[Tool]) -> list[Tool]:
-        """Return copies of ``tools`` with the faults wired in (other tools unchanged)."""
+        """Return copies of ``tools`` with the faults wired in (other tools unchanged).
+
+        A wrapped tool stays sync or async like the original, so timeouts behave as in
+        production.
+
+        Raises:
+            ValueError: A hang is planned for a sync tool without a ``timeout``: nothing
+                could ever interrupt it.
+        """
         return [self._wrap(t) if t.name in self._faults else t for t in tools]
 
     def invocations(self, tool: str) -> int:
@@ -86,19 +98,43 @@ class FaultPlan:
 
     def _wrap(self, tool: Tool) -> Tool:
         original = tool.function
+        if not tool.is_async:
+            if tool.timeout is None and any(f.kind == "hang" for f in self._faults[tool.name]):
+                raise ValueError(
+                    f"cannot hang sync tool {tool.name!r} without a timeout: nothing could "
+                    "interrupt it; give the tool a timeout or make it async"
+                )
 
-        async def faulty(**kwargs: Any) -> Any:
-            self._invocations[tool.name] = self._invocations.get(tool.name, 0) + 1
-            fault = self._next_fault(tool.name)
+            def faulty_sync(**kwargs: Any) -> Any:
+                fault = self._begin(tool.name)
+                if fault is None:
+                    return original(**kwargs)
+                if fault.kind == "hang":
+                    threading.Event().wait()
+                return self._finish(fault)
+
+            return dataclasses.replace(tool, function=faulty_sync)
+
+        async def faulty_async(**kwargs: Any) -> Any:
+            fault = self._begin(tool.name)
             if fault is None:
-                self._real_calls[tool.name] = self._real_calls.get(tool.name, 0) + 1
-                result = original(**kwargs)
-                return await result if asyncio.iscoroutine(result) else result
-            if fault.kind == "raise":
-                assert fault.error is not None
-                raise fault.error
+                return await original(**kwargs)
             if fault.kind == "hang":
                 await asyncio.Event().wait()
-            return fault.value
+            return self._finish(fault)
 
-        return dataclasses.replace(tool, function=faulty)
+        return dataclasses.replace(tool, function=faulty_async)
+
+    def _begin(self, tool: str) -> _Fault | None:
+        """Count an invocation; return the fault due, or ``None`` to run the real function."""
+        self._invocations[tool] = self._invocations.get(tool, 0) + 1
+        fault = self._next_fault(tool)
+        if fault is None:
+            self._real_calls[tool] = self._real_calls.get(tool, 0) + 1
+        return fault
+
+    @staticmethod
+    def _finish(fault: _Fault) -> Any:
+        if fault.kind == "raise" and fault.error is not None:
+            raise fault.error
+        return fault.value

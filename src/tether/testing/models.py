@@ -108,7 +108,7 @@ class ScriptedModel(_RecordingModel):
     @property
     def remaining(self) -> int:
         """Script items not yet used."""
-        return len(self._script) - len(self.requests)
+        return max(0, len(self._script) - len(self.requests))
 
     async def request(
         self,

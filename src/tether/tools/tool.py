@@ -13,8 +13,10 @@ A tool that wants to know about its run declares a parameter annotated
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,8 +72,9 @@ class RunContext:
     call_id: str
     """The model's id for this call."""
     idempotency_key: str
-    """sha256 of run id, tool name and canonical arguments: stable across retries and
-    resumes of the same call. Pass it to remote APIs that deduplicate."""
+    """sha256 of the run id and the call digest (itself sha256 of the tool name and the
+    canonical arguments): stable across retries and resumes of the same call. Pass it to
+    remote APIs that deduplicate."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,10 +117,13 @@ class Tool:
     async def invoke(self, arguments: dict[str, Any], context: RunContext) -> Any:
         """Call the function with validated ``arguments`` and return its raw result.
 
-        A sync function without a ``timeout`` runs inline (no thread hop). With a
-        ``timeout`` it runs in a worker thread so the run can stop waiting for it; Python
-        cannot stop a thread, so a timed-out sync call keeps running in the background and
-        its late result is discarded. Async functions are cancelled on timeout.
+        A sync function without a ``timeout`` runs inline on the event loop (no thread
+        hop, about 90 µs cheaper); nothing can interrupt it, so give every sync tool that
+        does I/O a ``timeout``. With a ``timeout`` it runs in its own daemon thread so the
+        run can stop waiting for it. Python cannot stop a thread: a timed-out sync call
+        keeps running in the background, its late result is discarded, and it never keeps
+        the process or ``run_sync`` from returning. Async functions are cancelled on
+        timeout.
         """
         if self.context_param is not None:
             arguments = {**arguments, self.context_param: context}
@@ -125,7 +131,42 @@ class Tool:
             return await self.function(**arguments)
         if self.timeout is None:
             return self.function(**arguments)
-        return await asyncio.to_thread(self.function, **arguments)
+        return await _in_daemon_thread(self.function, arguments)
+
+
+async def _in_daemon_thread(function: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """Run ``function`` in a new daemon thread and await its result.
+
+    Not the default executor: ``asyncio.run`` joins that executor's threads on exit, so one
+    hung call would hang the caller forever.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the caller stopped waiting (timeout or cancellation)
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def work() -> None:
+        try:
+            result = function(**arguments)
+        except BaseException as exc:
+            _post(loop, deliver, None, exc)
+        else:
+            _post(loop, deliver, result, None)
+
+    threading.Thread(target=work, name="tether-tool", daemon=True).start()
+    return await future
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    # A closed loop raises RuntimeError: nobody is waiting for the result any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 ToolFunction = Callable[..., Any]

@@ -67,11 +67,13 @@ def validate_call(
             available=sorted(tools),
         )
     try:
-        parsed = _parse_json_object(raw)
+        _parse_json_object(raw)
     except (ValueError, RecursionError) as exc:
         return _reject("malformed_arguments", f"arguments are not a JSON object: {exc}", call)
     try:
-        model = target.args_model.model_validate(parsed)
+        # Strict JSON-mode validation: "2" is not an int and 1 is not a bool, while
+        # conversions JSON itself implies (an ISO string to a datetime) still work.
+        model = target.args_model.model_validate_json(raw if raw.strip() else "{}", strict=True)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False, include_context=False)
         return _reject(
@@ -93,6 +95,7 @@ def _reject(error_class: str, message: str, call: ToolCall, **details: Any) -> R
 
 
 def _parse_json_object(raw: str) -> dict[str, Any]:
+    """Parse with the rules pydantic's parser does not enforce: no NaN, no duplicate keys."""
     if not raw.strip():
         return {}
     value = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
