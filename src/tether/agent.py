@@ -10,7 +10,7 @@ from typing import Generic
 from pydantic import TypeAdapter
 
 from tether.errors import ConfigurationError
-from tether.models import Model
+from tether.models import Model, ModelSettings
 from tether.run import OutputT, RunResult, Subscriber
 from tether.runtime import Tether
 from tether.settings import RunLimits
@@ -40,6 +40,9 @@ class Agent(Generic[OutputT]):
     """Tools the model may call; names must be unique. Stored as a tuple."""
     limits: RunLimits = field(default_factory=RunLimits)
     """Caps of each run. Default :class:`~tether.settings.RunLimits()`."""
+    model_settings: ModelSettings = field(default_factory=ModelSettings)
+    """Settings sent with every model request (output token cap, temperature). Default:
+    the adapter's and provider's own defaults."""
     output_type: type[OutputT] | None = None
     """Type of the final output (a pydantic model, dataclass or any type pydantic
     validates). The model must answer with matching JSON; invalid answers get feedback and

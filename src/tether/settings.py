@@ -49,7 +49,9 @@ class RunLimits:
     """Tool output longer than this is truncated with an explicit marker. Default 65,536."""
     wrap_up: bool = False
     """After ``max_steps`` or ``max_tool_calls`` is hit, make one last model call without
-    tools so the model can summarise; its text becomes the output. Default off."""
+    tools so the model can summarise; its answer becomes the output (validated against
+    ``output_type`` if the agent has one). The call is one step past ``max_steps`` and is
+    skipped when ``max_tokens`` or ``max_cost_usd`` leave no room. Default off."""
 
     def __post_init__(self) -> None:
         for name in (

@@ -174,3 +174,20 @@ def test_console_script_is_installed() -> None:
     assert script.exists()
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("tether ")
+
+
+def test_an_internal_failure_exits_70_with_a_traceback(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from tether.cli.main import INTERNAL_ERROR, app
+    from tether.runtime import Tether
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("store is on fire")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(Tether, "run_sync", broken)
+    done = CliRunner().invoke(app, ["run", "examples/quickstart.py:agent", "x"])
+    assert done.exit_code == INTERNAL_ERROR
+    assert "internal error" in done.output
+    assert "store is on fire" in done.output

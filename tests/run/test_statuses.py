@@ -267,3 +267,74 @@ def test_cost_cap_reached_exactly_stops_before_the_next_call(add) -> None:
     result = make_agent(model, [add], max_cost_usd=Decimal(1)).run_sync("go")
     assert result.status is RunStatus.BUDGET_EXCEEDED
     assert len(model.requests) == 1
+
+
+def test_wrap_up_output_is_validated_for_typed_agents(add) -> None:
+    from pydantic import BaseModel
+
+    class Summary(BaseModel):
+        done: int
+
+    model = ScriptedModel(
+        [call("add", {"a": 1, "b": 1}), call("add", {"a": 2, "b": 1}), '{"done": 1}']
+    )
+    agent = Agent(
+        name="t",
+        model=model,
+        tools=[add],
+        output_type=Summary,
+        limits=RunLimits(max_tool_calls=1, wrap_up=True),
+    )
+    result = agent.run_sync("go")
+    assert result.status is RunStatus.TOOL_CALL_LIMIT
+    assert result.output == Summary(done=1)
+
+
+def test_wrap_up_is_skipped_when_tokens_leave_no_room(add) -> None:
+    used = Usage(input_tokens=50, output_tokens=50)
+    model = ScriptedModel(
+        [
+            ModelResponse(tool_calls=(call("add", {"a": 1, "b": 1}),), usage=used),
+            ModelResponse(tool_calls=(call("add", {"a": 2, "b": 1}),)),
+            "wrap-up answer",
+        ]
+    )
+    result = make_agent(model, [add], max_steps=2, max_tokens=100, wrap_up=True).run_sync("go")
+    assert result.status is RunStatus.MAX_STEPS
+    assert len(model.requests) == 1
+    assert result.output is None
+
+
+def test_model_settings_reach_the_model() -> None:
+    from tether import ModelSettings
+
+    model = ScriptedModel(["hi"])
+    settings = ModelSettings(max_output_tokens=64, temperature=0.0)
+    Agent(name="s", model=model, model_settings=settings).run_sync("go")
+    assert model.requests[0].settings == settings
+
+
+def test_unexpected_model_exception_is_logged_with_its_traceback(caplog) -> None:
+    import logging
+
+    model = ScriptedModel([KeyError("bug in adapter")])
+    with caplog.at_level(logging.ERROR, logger="tether"):
+        result = make_agent(model, []).run_sync("go")
+    assert result.status is RunStatus.FAILED
+    assert "unexpected exception" in caplog.text
+    assert caplog.records[-1].exc_info is not None
+
+
+def test_a_model_returning_the_wrong_type_fails_the_run() -> None:
+    async def wrong(messages, tools):
+        return {"text": "not a ModelResponse"}
+
+    class Wrong:
+        name = "wrong"
+
+        async def request(self, messages, tools, settings):
+            return await wrong(messages, tools)
+
+    result = Agent(name="w", model=Wrong()).run_sync("go")
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None and "not ModelResponse" in result.error.message

@@ -21,7 +21,7 @@ from tether.errors import AgentLoadError, ConfigurationError
 from tether.runtime import Tether
 from tether.status import RunStatus
 
-__all__ = ["EXIT_CODES", "app", "main"]
+__all__ = ["EXIT_CODES", "INTERNAL_ERROR", "USAGE_ERROR", "app", "main"]
 
 EXIT_CODES: dict[RunStatus, int] = {
     RunStatus.COMPLETED: 0,
@@ -43,6 +43,9 @@ EXIT_CODES: dict[RunStatus, int] = {
 
 USAGE_ERROR = 2
 """Exit code for bad command lines and agents that cannot be loaded."""
+
+INTERNAL_ERROR = 70
+"""Exit code when tether itself fails (a bug or a broken store), not the run (``EX_SOFTWARE``)."""
 
 app = typer.Typer(
     name="tether",
@@ -94,6 +97,10 @@ def run(
     except ConfigurationError as exc:
         err.print(f"[red]error:[/] {exc.message}", highlight=False)
         raise typer.Exit(USAGE_ERROR) from None
+    except Exception:
+        err.print("[red]internal error[/] (this is a bug in tether or its store):")
+        err.print_exception()
+        raise typer.Exit(INTERNAL_ERROR) from None
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
     else:

@@ -22,6 +22,7 @@ from typing import Any, Generic, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from tether.clock import Clock
+from tether.errors import TetherError
 from tether.events import (
     Event,
     LimitHit,
@@ -95,6 +96,11 @@ class AgentSpec(Protocol[OutputT]):
         ...
 
     @property
+    def model_settings(self) -> ModelSettings:
+        """Settings sent with every model request."""
+        ...
+
+    @property
     def output_adapter(self) -> TypeAdapter[OutputT] | None:
         """Validator of the final output, or ``None`` for plain text."""
         ...
@@ -130,7 +136,7 @@ class Run(Generic[OutputT]):
         self.subscribers = tuple(subscribers)
         self.tools = {t.name: t for t in agent.tools}
         self.tool_definitions = tuple(t.definition for t in agent.tools)
-        self.settings = ModelSettings()
+        self.settings = agent.model_settings
         self._in_flight: dict[str, int] = {}
         """Call id -> step of calls started and not yet recorded."""
         self._batch: list[CallRecord] = []
@@ -212,7 +218,13 @@ class Run(Generic[OutputT]):
         step = state.steps + 1
         try:
             response = await self.agent.model.request(state.messages, tools, self.settings)
+            if not isinstance(response, ModelResponse):
+                raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
         except Exception as exc:
+            if not isinstance(exc, TetherError):
+                # Adapters map provider errors to ModelError; anything else is a bug in
+                # the adapter. The run still ends with a status, and the traceback is kept.
+                logger.exception("model %r raised an unexpected exception", self.agent.model.name)
             error_class = str(getattr(exc, "error_class", "model_error"))
             message = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             await self.emit(
@@ -456,9 +468,15 @@ class Run(Generic[OutputT]):
         self._batch = []
 
     async def _wrap_up(self, ending: _Ending) -> Any:
+        """One last call without tools; only if the token and cost caps leave room."""
+        state = self.state
         if not self.limits.wrap_up or ending.status not in _WRAP_UP_STATUSES:
             return None
-        self.state.messages.append(UserMessage(content=_WRAP_UP_PROMPT))
+        if check.after_model_call(
+            self.limits, usage=state.usage, cost_usd=state.cost_usd, strict=False
+        ):
+            return None
+        state.messages.append(UserMessage(content=_WRAP_UP_PROMPT))
         try:
             async with asyncio.timeout(self._remaining_s()):
                 response = await self.ask_model(())
@@ -466,8 +484,14 @@ class Run(Generic[OutputT]):
             return None
         if isinstance(response, _Ending) or not response.text:
             return None
-        self.state.messages.append(AssistantMessage(text=response.text))
-        return response.text if self.agent.output_adapter is None else None
+        state.messages.append(AssistantMessage(text=response.text))
+        adapter = self.agent.output_adapter
+        if adapter is None:
+            return response.text
+        try:
+            return adapter.validate_json(response.text)
+        except ValidationError:
+            return None
 
     def _system_prompt(self) -> str:
         adapter = self.agent.output_adapter
