@@ -23,14 +23,16 @@ class RunLimits:
     max_steps: int | None = 50
     """Model responses plus tool calls. Ends the run ``max_steps``. Default 50."""
     max_duration: timedelta | None = timedelta(minutes=10)
-    """Whole-run wall-clock time, on the runtime's clock. Ends ``timed_out``. Default 10 min."""
+    """Whole-run wall-clock time, on the runtime's clock. Ends ``timed_out``. Seconds (a
+    number) are accepted and converted. Default 10 min."""
     max_tokens: int | None = None
     """Input plus output tokens over all model calls. Ends ``token_limit``. Default none."""
     max_tool_calls: int | None = None
     """Tool calls requested by the model. Ends ``tool_call_limit``. Default none."""
     max_cost_usd: Decimal | None = None
     """Model-reported cost in US dollars. Ends ``budget_exceeded``; an unknown cost also
-    ends the run there, since the cap could not be enforced. Default none."""
+    ends the run there, since the cap could not be enforced. Numbers are converted to
+    ``Decimal`` through ``str`` (``0.1`` becomes exactly ``Decimal("0.1")``). Default none."""
     max_consecutive_errors: int | None = 5
     """Tool calls in a row that failed (bad arguments, unknown tool, raised, timed out).
     Ends ``failed`` with error class ``too_many_errors``. Default 5."""
@@ -54,6 +56,7 @@ class RunLimits:
     skipped when ``max_tokens`` or ``max_cost_usd`` leave no room. Default off."""
 
     def __post_init__(self) -> None:
+        self._normalise_units()
         for name in (
             "max_steps",
             "max_tokens",
@@ -73,3 +76,24 @@ class RunLimits:
             raise ConfigurationError("RunLimits.max_duration must be positive or None")
         if self.max_cost_usd is not None and self.max_cost_usd < 0:
             raise ConfigurationError("RunLimits.max_cost_usd must be >= 0 or None")
+
+    def _normalise_units(self) -> None:
+        duration: object = self.max_duration
+        if isinstance(duration, int | float) and not isinstance(duration, bool):
+            object.__setattr__(self, "max_duration", timedelta(seconds=duration))
+        elif duration is not None and not isinstance(duration, timedelta):
+            raise ConfigurationError(
+                f"RunLimits.max_duration must be a timedelta or seconds, got {duration!r}"
+            )
+        cost: object = self.max_cost_usd
+        if isinstance(cost, int | float | str) and not isinstance(cost, bool):
+            try:
+                object.__setattr__(self, "max_cost_usd", Decimal(str(cost)))
+            except ArithmeticError:
+                raise ConfigurationError(
+                    f"RunLimits.max_cost_usd: {cost!r} is not a number"
+                ) from None
+        elif cost is not None and not isinstance(cost, Decimal):
+            raise ConfigurationError(f"RunLimits.max_cost_usd must be a Decimal, got {cost!r}")
+        if isinstance(self.max_cost_usd, Decimal) and not self.max_cost_usd.is_finite():
+            raise ConfigurationError("RunLimits.max_cost_usd must be finite")

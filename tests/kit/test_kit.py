@@ -108,3 +108,16 @@ def test_run_limits_validation() -> None:
     ):
         with pytest.raises(ConfigurationError):
             RunLimits(**bad)
+
+
+def test_run_limits_normalise_units() -> None:
+    from decimal import Decimal
+
+    from tether import ConfigurationError
+
+    assert RunLimits(max_duration=1.5).max_duration == timedelta(seconds=1.5)
+    assert RunLimits(max_cost_usd=0.1).max_cost_usd == Decimal("0.1")
+    assert RunLimits(max_cost_usd="2.50").max_cost_usd == Decimal("2.50")
+    for bad in ({"max_duration": "soon"}, {"max_cost_usd": "lots"}, {"max_cost_usd": float("nan")}):
+        with pytest.raises(ConfigurationError):
+            RunLimits(**bad)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol
@@ -250,7 +251,7 @@ class Run(Generic[OutputT]):
     async def act(self, response: ModelResponse) -> _Ending | None:
         """Run the response's tool calls and add their results to the conversation."""
         state, calls = self.state, response.tool_calls
-        duplicates = sorted({c.id for c in calls if sum(o.id == c.id for o in calls) > 1})
+        duplicates = sorted(i for i, n in Counter(c.id for c in calls).items() if n > 1)
         if duplicates:
             message = (
                 f"Tool call ids must be unique within one response; repeated: {duplicates}. "
