@@ -90,8 +90,10 @@ def run_blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coroutine)
-    coroutine.close()
-    raise ConfigurationError(
-        "run_sync() cannot be called from a running event loop; use `await ....run(...)`"
-    )
+        pass  # no loop running: the normal case for a blocking call
+    else:
+        coroutine.close()
+        raise ConfigurationError(
+            "run_sync() cannot be called from a running event loop; use `await ....run(...)`"
+        )
+    return asyncio.run(coroutine)

@@ -34,8 +34,9 @@ class RunLimits:
     ends the run there, since the cap could not be enforced. Numbers are converted to
     ``Decimal`` through ``str`` (``0.1`` becomes exactly ``Decimal("0.1")``). Default none."""
     max_consecutive_errors: int | None = 5
-    """Tool calls in a row that failed (bad arguments, unknown tool, raised, timed out).
-    Ends ``failed`` with error class ``too_many_errors``. Default 5."""
+    """Tool calls in a row that failed (bad arguments, unknown tool, raised, timed out), a
+    response with duplicate call ids counting as one. Ends ``failed`` with error class
+    ``too_many_errors``. Default 5."""
     max_repeats: int = 2
     """How many times one call (same tool, same canonical arguments) may be repeated and
     answered from its earlier result; one more ends ``failed`` with ``loop_detected``.
@@ -80,7 +81,12 @@ class RunLimits:
     def _normalise_units(self) -> None:
         duration: object = self.max_duration
         if isinstance(duration, int | float) and not isinstance(duration, bool):
-            object.__setattr__(self, "max_duration", timedelta(seconds=duration))
+            try:
+                object.__setattr__(self, "max_duration", timedelta(seconds=duration))
+            except (ValueError, OverflowError):
+                raise ConfigurationError(
+                    f"RunLimits.max_duration: {duration!r} seconds is not a usable duration"
+                ) from None
         elif duration is not None and not isinstance(duration, timedelta):
             raise ConfigurationError(
                 f"RunLimits.max_duration must be a timedelta or seconds, got {duration!r}"

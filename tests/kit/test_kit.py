@@ -121,3 +121,11 @@ def test_run_limits_normalise_units() -> None:
     for bad in ({"max_duration": "soon"}, {"max_cost_usd": "lots"}, {"max_cost_usd": float("nan")}):
         with pytest.raises(ConfigurationError):
             RunLimits(**bad)
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), 1e20])
+def test_run_limits_refuse_unusable_durations(seconds: float) -> None:
+    from tether import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        RunLimits(max_duration=seconds)

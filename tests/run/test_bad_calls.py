@@ -440,3 +440,26 @@ def test_deadline_keeps_results_of_calls_that_finished(add, counter: Counter) ->
     done, interrupted = [m for m in result.messages if m.role == "tool"]
     assert done.content == "2" and not done.is_error
     assert error_of(interrupted)["error"] == "run_timed_out"
+
+
+def test_deadline_keeps_repeats_of_finished_calls_and_their_own_steps(add) -> None:
+    plan = FaultPlan().hang_on("lookup")
+    batch = [
+        call("add", {"a": 1, "b": 1}),
+        call("lookup", {"key": "k"}),
+        call("add", {"a": 1, "b": 1}),
+    ]
+    seen = []
+    agent = Agent(
+        name="t",
+        model=ScriptedModel([batch]),
+        tools=[add, *plan.apply([lookup])],
+        limits=RunLimits(max_duration=timedelta(milliseconds=50)),
+    )
+    result = agent.run_sync("go", subscribers=[seen.append])
+    first, interrupted, repeat = [m for m in result.messages if m.role == "tool"]
+    assert first.content == "2"
+    assert error_of(interrupted)["error"] == "run_timed_out"
+    assert repeat.content.startswith("2\n[tether: identical")
+    finished = [e for e in seen if e.kind == "tool_call_finished"]
+    assert [e.step for e in finished] == [2, 3, 4]

@@ -2,7 +2,7 @@
 
 Exit codes of ``tether run`` (stable, documented in ``docs/cli.md``): 0 only for
 ``completed``; see :data:`EXIT_CODES` for the others; 2 for usage errors such as an agent
-reference that does not load.
+reference that does not load; 70 when tether itself fails.
 """
 
 from __future__ import annotations
@@ -94,6 +94,10 @@ def run(
     subscribers = () if as_json else (Timeline(out),)
     try:
         result = Tether(subscribers=subscribers).run_sync(agent, task, user=user)
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        else:
+            print_summary(out, result)
     except ConfigurationError as exc:
         err.print(f"[red]error:[/] {exc.message}", highlight=False)
         raise typer.Exit(USAGE_ERROR) from None
@@ -101,10 +105,6 @@ def run(
         err.print("[red]internal error[/] (this is a bug in tether or its store):")
         err.print_exception()
         raise typer.Exit(INTERNAL_ERROR) from None
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-    else:
-        print_summary(out, result)
     raise typer.Exit(EXIT_CODES[result.status])
 
 

@@ -16,7 +16,7 @@ from tether.run.state import RunState
 from tether.settings import RunLimits
 from tether.tools import RunContext, Tool, ToolOutcome, Validated, execute, validate_call
 
-__all__ = ["CallRecord", "run_calls"]
+__all__ = ["CallRecord", "run_calls", "settle_repeats"]
 
 StartHook = Callable[[int, ToolCall, Validated], Awaitable[None]]
 
@@ -55,7 +55,6 @@ async def run_calls(
     """
     pending: list[tuple[CallRecord, Validated]] = []
     first_in_batch: dict[str, CallRecord] = {}
-    batch_repeats: list[tuple[CallRecord, CallRecord]] = []
     for call in calls:
         state.steps += 1
         state.tool_calls += 1
@@ -69,14 +68,11 @@ async def run_calls(
         record = CallRecord(call, state.steps, ToolOutcome(content=""), digest=checked.digest)
         records.append(record)
         earlier = state.results_by_digest.get(checked.digest)
-        original = first_in_batch.get(checked.digest)
-        if earlier is not None or original is not None:
+        if earlier is not None or checked.digest in first_in_batch:
             record.repeated = True
             state.repeats[checked.digest] = state.repeats.get(checked.digest, 0) + 1
             if earlier is not None:
                 record.outcome = _repeat_outcome(ToolOutcome(content=earlier[1]), earlier[0])
-            elif original is not None:
-                batch_repeats.append((record, original))
             continue
         first_in_batch[checked.digest] = record
         pending.append((record, checked))
@@ -85,8 +81,7 @@ async def run_calls(
         await on_start(record.step, record.call, checked)
     await _execute_all(pending, state, limits)
 
-    for record, original in batch_repeats:
-        record.outcome = _repeat_outcome(original.outcome, original.step)
+    settle_repeats(records)
     for record in records:
         if record.executed and not record.outcome.is_error and record.digest is not None:
             state.results_by_digest[record.digest] = (record.step, record.outcome.content)
@@ -123,6 +118,18 @@ async def _execute_all(
             await one(record, checked)
 
     await asyncio.gather(*(gated(record, checked) for record, checked in pending))
+
+
+def settle_repeats(records: Sequence[CallRecord]) -> None:
+    """Give each repeat inside a batch the outcome of its original, once that finished.
+
+    Safe to call on a batch cut short: repeats of unfinished originals stay unfinished.
+    """
+    executed = {r.digest: r for r in records if r.executed and not r.repeated}
+    for record in records:
+        original = executed.get(record.digest)
+        if record.repeated and not record.finished and original is not None:
+            record.outcome = _repeat_outcome(original.outcome, original.step)
 
 
 def _repeat_outcome(earlier: ToolOutcome, step: int) -> ToolOutcome:

@@ -46,7 +46,7 @@ from tether.messages import (
 )
 from tether.models import Model, ModelSettings
 from tether.run import limits as check
-from tether.run.calls import CallRecord, run_calls
+from tether.run.calls import CallRecord, run_calls, settle_repeats
 from tether.run.outcome import OutputT, RunError, RunResult
 from tether.run.state import RunState
 from tether.settings import RunLimits
@@ -449,13 +449,15 @@ class Run(Generic[OutputT]):
         if last is None:
             return
         answered = {m.call_id for m in self.state.messages if isinstance(m, ToolResultMessage)}
+        settle_repeats(self._batch)
         batch = {record.call.id: record for record in self._batch}
         for call in last.tool_calls:
             if call.id in answered:
                 continue
             record = batch.get(call.id)
             if record is None or not record.finished:
-                step = self._in_flight.get(call.id)
+                started_step = self._in_flight.get(call.id)
+                step = record.step if record is not None else started_step
                 content = error_result(
                     "run_timed_out",
                     "the run's max_duration passed before this call finished",
@@ -463,7 +465,7 @@ class Run(Generic[OutputT]):
                 )
                 outcome = ToolOutcome(content=content, is_error=True, error_class="run_timed_out")
                 record = CallRecord(
-                    call, step or self.state.steps, outcome, executed=step is not None
+                    call, step or self.state.steps, outcome, executed=started_step is not None
                 )
             await self._record_result(record)
         self._batch = []
