@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tether import Agent, ModelResponse, RunLimits, RunStatus, Tether, ToolCall, tool
+from tether import Agent, InMemoryStore, ModelResponse, RunLimits, RunStatus, Tether, ToolCall, tool
 from tether.messages import Message, ToolDefinition
 from tether.models import ModelSettings
 
@@ -80,7 +80,7 @@ async def raw_loop(model: ReplayModel, task: str) -> str:
 
 async def measure(runs: int) -> tuple[float, float]:
     script = responses()
-    runtime = Tether()
+    runtime = Tether(store=InMemoryStore())
     limits = RunLimits(max_steps=20)
     gc.collect()
     start = time.perf_counter()

@@ -15,6 +15,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def isolated_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs made without an explicit store stay in memory (tests never write ./.tether)."""
+    monkeypatch.setenv("TETHER_STORE", "memory://")
+    monkeypatch.delenv("TETHER_FAILPOINTS", raising=False)
+
+
 class Counter:
     """Counts calls of the test tools, so tests can assert whether a function ran."""
 

@@ -85,8 +85,9 @@ class Agent(Generic[OutputT]):
         Args:
             task: What the user asks for.
             user: Id of the user the run acts for. Default none.
-            runtime: The runtime (store, clock) to use. Default: a new in-memory
-                :class:`~tether.Tether`.
+            runtime: The runtime (store, clock) to use. Default: a new
+                :class:`~tether.Tether` on the default store (``TETHER_STORE``, else
+                ``./.tether/tether.db``).
             subscribers: Functions called with every event of this run.
         """
         return await (runtime or Tether()).run(self, task, user=user, subscribers=subscribers)

@@ -10,13 +10,31 @@ The tree::
     TetherError                   base class; ``error_class`` and ``retryable`` on every instance
     ├── ConfigurationError        an agent, tool or argument is defined wrongly (a bug to fix)
     │   └── AgentLoadError        ``module:attr`` or ``path.py:attr`` could not be loaded
+    │   └── SchemaVersionError    a database was written by a newer tether; nothing was touched
     ├── ModelError                a model request failed; the run ends ``failed``
-    └── ToolError                 raised by tool authors to report a failure to the model
+    ├── ToolError                 raised by tool authors to report a failure to the model
+    ├── StoreError                the store refused an operation
+    │   ├── RunNotFoundError      no run has that id
+    │   ├── LeaseLostError        another owner holds the run now (fencing); stop writing
+    │   └── RunStateError         the run is not in a state that allows the operation
+    └── ReplayDivergedError       the journal does not match what the code does now
 """
 
 from __future__ import annotations
 
-__all__ = ["AgentLoadError", "ConfigurationError", "ModelError", "TetherError", "ToolError"]
+__all__ = [
+    "AgentLoadError",
+    "ConfigurationError",
+    "LeaseLostError",
+    "ModelError",
+    "ReplayDivergedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "SchemaVersionError",
+    "StoreError",
+    "TetherError",
+    "ToolError",
+]
 
 
 class TetherError(Exception):
@@ -67,3 +85,48 @@ class ToolError(TetherError):
     """
 
     error_class = "tool_error"
+
+
+class SchemaVersionError(ConfigurationError):
+    """The database was written by a newer tether. Upgrade tether; nothing was changed."""
+
+    error_class = "schema_version"
+
+
+class StoreError(TetherError):
+    """The store refused an operation."""
+
+    error_class = "store_error"
+
+
+class RunNotFoundError(StoreError):
+    """No run has the given id."""
+
+    error_class = "run_not_found"
+
+
+class LeaseLostError(StoreError):
+    """The run is owned by a newer lease (another worker, or a cancel). Stop writing.
+
+    Raised by every journal write whose lease epoch is no longer current (fencing).
+    """
+
+    error_class = "lease_lost"
+
+
+class RunStateError(StoreError):
+    """The run's status does not allow the operation.
+
+    For example: resuming a run a live worker owns, or reviewing a run with nothing in doubt.
+    """
+
+    error_class = "run_state"
+
+
+class ReplayDivergedError(TetherError):
+    """Replaying a journal produced a different event than the one recorded.
+
+    The agent's code, tools or model script changed in a way that alters past decisions.
+    """
+
+    error_class = "replay_diverged"

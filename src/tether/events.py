@@ -22,24 +22,30 @@ __all__ = [
     "ModelFailed",
     "ModelResponded",
     "ResponseRejected",
+    "ReviewDecided",
     "RunFinished",
     "RunStarted",
     "ToolCallFinished",
+    "ToolCallInDoubt",
     "ToolCallStarted",
     "event_from_json",
     "event_to_json",
+    "status_after",
 ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted:
-    """A run was accepted and began."""
+    """A run was accepted. Always the first event; written with the run's row."""
 
     run_id: str
     agent: str
     task: str
     user: str | None
     at: datetime
+    agent_ref: str | None = None
+    """Import reference (``module:attr`` or ``file.py:attr``) another process can load the
+    agent from; ``None`` when the run can only be resumed with the agent at hand."""
     kind: Literal["run_started"] = "run_started"
 
 
@@ -84,13 +90,20 @@ class ResponseRejected:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallStarted:
-    """A tool function is about to run with validated ``arguments``."""
+    """The intent to run a tool: journaled (committed) before the function runs.
+
+    A crash between this event and its ``ToolCallFinished`` is resolved by ``effect``:
+    ``read`` runs again, ``idempotent`` runs again with the same ``idempotency_key``,
+    ``at_most_once`` is marked in doubt for a person to decide.
+    """
 
     run_id: str
     step: int
     call_id: str
     tool: str
     arguments: dict[str, Any]
+    idempotency_key: str
+    effect: str
     at: datetime
     kind: Literal["tool_call_started"] = "tool_call_started"
 
@@ -114,6 +127,40 @@ class ToolCallFinished:
     repeated: bool
     at: datetime
     kind: Literal["tool_call_finished"] = "tool_call_finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallInDoubt:
+    """An ``at_most_once`` call was started and its outcome is unknown.
+
+    A crash came between intent and result. The call is never run again automatically;
+    the run waits in ``needs_review`` for a :class:`ReviewDecided`.
+    """
+
+    run_id: str
+    step: int
+    call_id: str
+    tool: str
+    at: datetime
+    kind: Literal["tool_call_in_doubt"] = "tool_call_in_doubt"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewDecided:
+    """A person decided what to do with an in-doubt call.
+
+    ``retry`` runs it again, ``skip`` tells the model the outcome is unknown, ``result``
+    records what the call returned (``result`` holds the text the model sees).
+    """
+
+    run_id: str
+    step: int
+    call_id: str
+    decision: Literal["retry", "skip", "result"]
+    result: str | None
+    reviewer: str | None
+    at: datetime
+    kind: Literal["review_decided"] = "review_decided"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +194,8 @@ Event = (
     | ResponseRejected
     | ToolCallStarted
     | ToolCallFinished
+    | ToolCallInDoubt
+    | ReviewDecided
     | LimitHit
     | RunFinished
 )
@@ -163,3 +212,14 @@ def event_to_json(event: Event) -> bytes:
 def event_from_json(data: bytes | str) -> Event:
     """Parse JSON produced by :func:`event_to_json` back into the same event."""
     return _ADAPTER.validate_json(data)
+
+
+def status_after(event: Event) -> RunStatus | None:
+    """The run status an event moves its run to, or ``None`` when it does not change it."""
+    if isinstance(event, RunFinished):
+        return event.status
+    if isinstance(event, ToolCallInDoubt):
+        return RunStatus.NEEDS_REVIEW
+    if isinstance(event, ReviewDecided):
+        return RunStatus.RUNNING
+    return None

@@ -1,43 +1,113 @@
-"""The runtime: runs agents against a store, a clock and event subscribers."""
+"""The runtime: accepts, runs, resumes, reviews and cancels runs against a store.
+
+Every run is journaled and owned through a lease (see :mod:`tether.store`). ``run``
+accepts and executes at once; ``submit`` only accepts, for a worker
+(:mod:`tether.worker`) or another process to execute. ``resume`` continues an interrupted
+run from its journal without repeating recorded model calls or tool calls.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
 
 from tether.clock import Clock, SystemClock
-from tether.errors import ConfigurationError
-from tether.events import Event
+from tether.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RunNotFoundError,
+    RunStateError,
+)
+from tether.events import Event, ReviewDecided, RunFinished, RunStarted, ToolCallInDoubt
+from tether.failpoints import failpoint
 from tether.ids import new_run_id
-from tether.run import AgentSpec, Run, RunResult, Subscriber
-from tether.store import InMemoryStore, Store
+from tether.loading import load_agent
+from tether.run import AgentSpec, Journal, Replay, Run, RunResult, Subscriber
+from tether.status import RunStatus
+from tether.store import Lease, RunRecord, Store, open_store
 
-__all__ = ["Tether", "run_blocking"]
+__all__ = ["DEFAULT_LEASE", "MAX_CRASHES", "Decision", "Tether", "run_blocking"]
+
+logger = logging.getLogger("tether")
 
 _T = TypeVar("_T")
 _OutputT = TypeVar("_OutputT")
+
+DEFAULT_LEASE = timedelta(seconds=30)
+"""How long a claim lasts without renewal. Renewed every third of it while a run runs."""
+
+MAX_CRASHES = 3
+"""A run whose owner died more often than this ends ``failed`` with ``crash_loop``."""
+
+Decision = Literal["retry", "skip", "result"]
+"""What a person decides about an in-doubt call."""
 
 
 class Tether:
     """Runs agents and keeps their journals.
 
     Args:
-        store: Where journals go. Default: a new :class:`~tether.store.InMemoryStore`.
-        clock: The source of time. Default: :class:`~tether.clock.SystemClock`.
-        subscribers: Functions called with every event of every run, in order.
+        store: A :class:`~tether.store.Store`, or a URL for :func:`~tether.store.open_store`
+            (``sqlite:///path.db``, ``memory://``). Default: ``TETHER_STORE``, else
+            ``./.tether/tether.db``.
+        clock: The source of time for runs. Default: the system clock.
+        subscribers: Functions called with every durable event of every run, in order.
+        owner: Name written on leases. Default: ``<host>-<pid>``.
+        lease_for: How long a claim lasts without renewal. Default 30 s.
+        max_crashes: Owner deaths after which a run ends ``crash_loop``. Default 3.
     """
 
     def __init__(
         self,
         *,
-        store: Store | None = None,
+        store: Store | str | None = None,
         clock: Clock | None = None,
         subscribers: Sequence[Subscriber] = (),
+        owner: str | None = None,
+        lease_for: timedelta = DEFAULT_LEASE,
+        max_crashes: int = MAX_CRASHES,
     ) -> None:
-        self.store: Store = store if store is not None else InMemoryStore()
+        self.store: Store = store if isinstance(store, Store) else open_store(store)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.subscribers = tuple(subscribers)
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
+        self.lease_for = lease_for
+        self.max_crashes = max_crashes
+
+    async def submit(
+        self, agent: str | AgentSpec[Any], task: str, *, user: str | None = None
+    ) -> str:
+        """Accept a run without executing it; return its id.
+
+        Args:
+            agent: An agent reference (``module:attr`` or ``file.py:attr``) that any
+                process can load, or an agent object (then only a process that has the
+                object can execute the run, through :meth:`resume` with ``agent=``).
+            task: What the user asks for.
+            user: Id of the user the run acts for. Default none.
+
+        Raises:
+            AgentLoadError: ``agent`` is a reference that does not load.
+        """
+        reference = agent if isinstance(agent, str) else None
+        definition = load_agent(agent) if isinstance(agent, str) else agent
+        started = RunStarted(
+            run_id=new_run_id(),
+            agent=definition.name,
+            task=task,
+            user=user,
+            at=self.clock.now(),
+            agent_ref=reference,
+        )
+        await self.store.create_run(started)
+        self._announce(started, ())
+        return started.run_id
 
     async def run(
         self,
@@ -45,9 +115,10 @@ class Tether:
         task: str,
         *,
         user: str | None = None,
+        agent_ref: str | None = None,
         subscribers: Sequence[Subscriber] = (),
     ) -> RunResult[_OutputT]:
-        """Run ``agent`` on ``task`` to its end and return the result.
+        """Accept a run of ``agent`` on ``task``, execute it to its end, return the result.
 
         Never raises for an expected ending (limits, model failure, loops): read
         ``result.status``.
@@ -56,18 +127,24 @@ class Tether:
             agent: The agent definition.
             task: What the user asks for.
             user: Id of the user the run acts for. Default none.
+            agent_ref: Where other processes can load ``agent`` from, so a worker can
+                resume the run if this process dies. Default none.
             subscribers: Extra event subscribers for this run only.
         """
-        run = Run(
-            agent,
-            task,
+        started = RunStarted(
             run_id=new_run_id(),
+            agent=agent.name,
+            task=task,
             user=user,
-            store=self.store,
-            clock=self.clock,
-            subscribers=(*self.subscribers, *subscribers),
+            at=self.clock.now(),
+            agent_ref=agent_ref,
         )
-        return await run.execute()
+        await self.store.create_run(started)
+        self._announce(started, subscribers)
+        lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=started.run_id)
+        if lease is None:  # pragma: no cover - only if another process claimed it first
+            raise RunStateError(f"run {started.run_id} was claimed by another owner")
+        return await self.drive(lease, agent, subscribers=subscribers, journal=[started])
 
     def run_sync(
         self,
@@ -75,14 +152,273 @@ class Tether:
         task: str,
         *,
         user: str | None = None,
+        agent_ref: str | None = None,
         subscribers: Sequence[Subscriber] = (),
     ) -> RunResult[_OutputT]:
         """Blocking :meth:`run`, for scripts. Not callable from inside an event loop."""
-        return run_blocking(self.run(agent, task, user=user, subscribers=subscribers))
+        return run_blocking(
+            self.run(agent, task, user=user, agent_ref=agent_ref, subscribers=subscribers)
+        )
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        agent: AgentSpec[Any] | None = None,
+        subscribers: Sequence[Subscriber] = (),
+    ) -> RunResult[Any]:
+        """Continue ``run_id`` from its journal; return its result.
+
+        Recorded model responses and tool results are replayed, not requested or run
+        again. A finished run is replayed read-only and its result returned.
+
+        Args:
+            run_id: The run.
+            agent: The agent; default: loaded from the run's ``agent_ref``.
+            subscribers: Extra event subscribers.
+
+        Raises:
+            RunNotFoundError: No run has this id.
+            RunStateError: A live worker owns the run, or calls in doubt await review.
+            AgentLoadError: No agent was given and the reference does not load.
+        """
+        record = await self._record(run_id)
+        definition = agent or await self._load(record)
+        if record.finished_at is not None:
+            return await self.replay(run_id, agent=definition)
+        journal = await self.store.events(run_id)
+        undecided = _undecided_in_doubt(journal)
+        if undecided:
+            raise RunStateError(
+                f"run {run_id} waits for a review of the calls at steps {undecided}: "
+                f"`tether review {run_id} --retry | --skip | --result JSON`"
+            )
+        lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=run_id)
+        if lease is None:
+            raise RunStateError(
+                f"run {run_id} is owned by {record.lease_owner} until "
+                f"{record.lease_expires_at}; it cannot be resumed now"
+            )
+        return await self.drive(lease, definition, subscribers=subscribers)
+
+    async def replay(self, run_id: str, *, agent: AgentSpec[Any]) -> RunResult[Any]:
+        """Rebuild a run's result from its journal alone, writing nothing.
+
+        Raises:
+            ReplayDivergedError: The result needs a model call or tool call the journal
+                does not record, or the code produces different events.
+        """
+        journal = await self.store.events(run_id)
+        if not journal:
+            raise RunNotFoundError(f"no run {run_id}")
+        replay = Replay(journal, read_only=True)
+        lease = Lease(
+            run_id=run_id, owner="replay", epoch=0, attempts=0, expires_at=self.clock.now()
+        )
+        writer = Journal(store=self.store, lease=lease, replay=replay, subscribers=())
+        return await Run(agent, writer, clock=self.clock).execute()
+
+    async def review(
+        self,
+        run_id: str,
+        decision: Decision,
+        *,
+        result: str | None = None,
+        step: int | None = None,
+        reviewer: str | None = None,
+    ) -> list[int]:
+        """Journal a person's decision about calls in doubt; return the steps decided.
+
+        The run becomes ``pending`` again: :meth:`resume` it (or let a worker) to
+        continue. ``retry`` runs the call again; ``skip`` tells the model its outcome is
+        unknown; ``result`` records ``result`` as what the call returned.
+
+        Raises:
+            RunStateError: Nothing in the run is in doubt (or not at ``step``), or
+                ``result`` is missing for a ``result`` decision.
+        """
+        if (decision == "result") != (result is not None):
+            raise RunStateError("give `result` exactly when the decision is 'result'")
+        record = await self._record(run_id)
+        undecided = _undecided_in_doubt(await self.store.events(run_id))
+        steps = [s for s in undecided if step is None or s == step]
+        if record.status is not RunStatus.NEEDS_REVIEW or not steps:
+            raise RunStateError(
+                f"run {run_id} has no call in doubt" + (f" at step {step}" if step else "")
+            )
+        lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=run_id)
+        if lease is None:
+            raise RunStateError(f"run {run_id} is owned by {record.lease_owner}")
+        events = await self.store.events(run_id)
+        calls = {e.step: e.call_id for e in events if isinstance(e, ToolCallInDoubt)}
+        try:
+            await self.store.append(
+                [
+                    ReviewDecided(
+                        run_id=run_id,
+                        step=s,
+                        call_id=calls[s],
+                        decision=decision,
+                        result=result,
+                        reviewer=reviewer,
+                        at=self.clock.now(),
+                    )
+                    for s in steps
+                ],
+                lease,
+            )
+        finally:
+            await self.store.release(lease)
+        return steps
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled") -> RunRecord:
+        """End a run ``cancelled``, taking it from any owner (its next write is refused).
+
+        Raises:
+            RunNotFoundError: No run has this id.
+            RunStateError: The run has already finished.
+        """
+        record = await self._record(run_id)
+        if record.finished_at is not None:
+            raise RunStateError(f"run {run_id} already finished ({record.status.value})")
+        lease = await self.store.claim(
+            self.owner, lease_for=self.lease_for, run_id=run_id, force=True
+        )
+        assert lease is not None  # force always claims an existing run
+        finished = RunFinished(
+            run_id=run_id,
+            status=RunStatus.CANCELLED,
+            output=None,
+            error_class="cancelled",
+            error_message=reason,
+            at=self.clock.now(),
+        )
+        try:
+            await self.store.append([finished], lease)
+        finally:
+            await self.store.release(lease)
+        return await self._record(run_id)
+
+    async def drive(
+        self,
+        lease: Lease,
+        agent: AgentSpec[_OutputT],
+        *,
+        subscribers: Sequence[Subscriber] = (),
+        journal: Sequence[Event] | None = None,
+        should_stop: Any = None,
+    ) -> RunResult[_OutputT]:
+        """Execute the run ``lease`` holds, keeping the lease renewed; release it after.
+
+        Raises:
+            LeaseLostError: Another owner took the run; this process wrote nothing more.
+        """
+        events = journal if journal is not None else await self.store.events(lease.run_id)
+        writer = Journal(
+            store=self.store,
+            lease=lease,
+            replay=Replay(events),
+            subscribers=(*self.subscribers, *subscribers),
+        )
+        run = Run(agent, writer, clock=self.clock, should_stop=should_stop)
+        lost = False
+        try:
+            if lease.attempts - 1 > self.max_crashes:
+                return await run.abandon(
+                    "crash_loop",
+                    f"the run's worker died {lease.attempts - 1} times in a row "
+                    f"(max_crashes={self.max_crashes})",
+                )
+            async with self._renewing(lease):
+                return await run.execute()
+        except LeaseLostError:
+            lost = True
+            raise
+        finally:
+            if not lost:
+                await self.store.release(writer.lease)
+
+    async def fail(self, lease: Lease, error_class: str, message: str) -> None:
+        """End the run ``lease`` holds as ``failed`` without running it, and release it."""
+        finished = RunFinished(
+            run_id=lease.run_id,
+            status=RunStatus.FAILED,
+            output=None,
+            error_class=error_class,
+            error_message=message,
+            at=self.clock.now(),
+        )
+        try:
+            await self.store.append([finished], lease)
+        finally:
+            await self.store.release(lease)
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return the journal of ``run_id``."""
         return await self.store.events(run_id)
+
+    async def close(self) -> None:
+        """Close the store."""
+        await self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, lease: Lease) -> AsyncIterator[None]:
+        """Renew ``lease`` in the background; if it is lost, cancel the run."""
+        current = asyncio.current_task()
+        lost: list[LeaseLostError] = []
+
+        async def renew() -> None:
+            interval = self.lease_for.total_seconds() / 3
+            while True:
+                # Leases are judged on the store's real clock, so this waits in real time.
+                await asyncio.sleep(interval)
+                failpoint("during_lease_renew")
+                try:
+                    await self.store.renew(lease, lease_for=self.lease_for)
+                except LeaseLostError as exc:
+                    lost.append(exc)
+                    if current is not None:
+                        current.cancel()
+                    return
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        except asyncio.CancelledError:
+            if lost:
+                raise lost[0] from None
+            raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    def _announce(self, event: Event, subscribers: Sequence[Subscriber]) -> None:
+        """Give a durable event that did not go through a journal to subscribers."""
+        for subscriber in (*self.subscribers, *subscribers):
+            try:
+                subscriber(event)
+            except Exception:
+                logger.exception("event subscriber %r failed on %s", subscriber, event.kind)
+
+    async def _record(self, run_id: str) -> RunRecord:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run {run_id}")
+        return record
+
+    async def _load(self, record: RunRecord) -> AgentSpec[Any]:
+        if record.agent_ref is None:
+            raise ConfigurationError(
+                f"run {record.run_id} has no agent reference; pass agent= to resume it"
+            )
+        return load_agent(record.agent_ref)
+
+
+def _undecided_in_doubt(journal: Sequence[Event]) -> list[int]:
+    doubted = {e.step for e in journal if isinstance(e, ToolCallInDoubt)}
+    decided = {e.step for e in journal if isinstance(e, ReviewDecided)}
+    return sorted(doubted - decided)
 
 
 def run_blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:

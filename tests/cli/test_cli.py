@@ -182,11 +182,11 @@ def test_an_internal_failure_exits_70_with_a_traceback(monkeypatch) -> None:
     from tether.cli.main import INTERNAL_ERROR, app
     from tether.runtime import Tether
 
-    def broken(*args: object, **kwargs: object) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("store is on fire")
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(Tether, "run_sync", broken)
+    monkeypatch.setattr(Tether, "run", broken)
     done = CliRunner().invoke(app, ["run", "examples/quickstart.py:agent", "x"])
     assert done.exit_code == INTERNAL_ERROR
     assert "internal error" in done.output

@@ -128,4 +128,4 @@ def test_run_ids_are_unique_and_journals_separate(add) -> None:
     import asyncio
 
     assert len(ids) == 3
-    assert set(asyncio.run(store.run_ids())) == ids
+    assert {r.run_id for r in asyncio.run(store.list_runs())} == ids

@@ -1,51 +1,40 @@
 """The ``tether`` command line.
 
-Exit codes of ``tether run`` (stable, documented in ``docs/cli.md``): 0 only for
-``completed``; see :data:`EXIT_CODES` for the others; 2 for usage errors such as an agent
-reference that does not load; 70 when tether itself fails.
+Exit codes (stable, documented in ``docs/cli.md``): commands that run a run exit with
+:data:`~tether.cli.common.EXIT_CODES` of its status (0 only for ``completed``); 2 for
+usage errors (an agent reference that does not load, an unknown run, a state that does
+not allow the operation); 70 when tether itself fails.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Annotated
+import signal
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from tether import __version__
-from tether.cli.loading import load_agent
+from tether.cli import inspect
+from tether.cli.common import (
+    EXIT_CODES,
+    INTERNAL_ERROR,
+    USAGE_ERROR,
+    JsonOption,
+    StoreOption,
+    execute,
+    fail,
+    finish_with,
+    out,
+    print_json,
+)
 from tether.cli.timeline import Timeline, print_summary
-from tether.errors import AgentLoadError, ConfigurationError
-from tether.runtime import Tether
-from tether.status import RunStatus
+from tether.errors import AgentLoadError
+from tether.loading import load_agent
+from tether.run import RunResult
+from tether.runtime import Decision, Tether
+from tether.worker import Worker
 
 __all__ = ["EXIT_CODES", "INTERNAL_ERROR", "USAGE_ERROR", "app", "main"]
-
-EXIT_CODES: dict[RunStatus, int] = {
-    RunStatus.COMPLETED: 0,
-    RunStatus.FAILED: 1,
-    RunStatus.MAX_STEPS: 3,
-    RunStatus.TIMED_OUT: 4,
-    RunStatus.TOKEN_LIMIT: 5,
-    RunStatus.TOOL_CALL_LIMIT: 6,
-    RunStatus.BUDGET_EXCEEDED: 7,
-    RunStatus.NEEDS_REVIEW: 8,
-    RunStatus.BLOCKED: 9,
-    RunStatus.CANCELLED: 10,
-    RunStatus.WAITING_APPROVAL: 11,
-    RunStatus.WAITING_USER: 12,
-    RunStatus.PENDING: 13,
-    RunStatus.RUNNING: 13,
-}
-"""Process exit code of ``tether run`` for each final status."""
-
-USAGE_ERROR = 2
-"""Exit code for bad command lines and agents that cannot be loaded."""
-
-INTERNAL_ERROR = 70
-"""Exit code when tether itself fails (a bug or a broken store), not the run (``EX_SOFTWARE``)."""
 
 app = typer.Typer(
     name="tether",
@@ -54,6 +43,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+inspect.register(app)
+
+AgentArgument = Annotated[
+    str, typer.Argument(metavar="AGENT", help="'path/to/file.py:agent' or 'module:agent'.")
+]
+UserOption = Annotated[str | None, typer.Option(help="Id of the user the run acts for.")]
 
 
 def _version(value: bool) -> None:
@@ -72,40 +67,145 @@ def _root(
     """A durable, bounded and observable runtime for LLM agents."""
 
 
+def _report(result: RunResult[Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_summary(out, result)
+    finish_with(result)
+
+
 @app.command()
 def run(
-    agent_ref: Annotated[
-        str, typer.Argument(metavar="AGENT", help="'path/to/file.py:agent' or 'module:agent'.")
-    ],
+    agent_ref: AgentArgument,
     task: Annotated[str, typer.Argument(help="What to ask the agent.")],
-    user: Annotated[str | None, typer.Option(help="Id of the user the run acts for.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object with the result, nothing else.")
-    ] = False,
+    user: UserOption = None,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
 ) -> None:
-    """Run an agent on a task and print its timeline, status, output, tokens and cost."""
-    out = Console(soft_wrap=True)
-    err = Console(stderr=True, soft_wrap=True)
+    """Run an agent on a task and print its timeline, status, output, tokens and cost.
+
+    The run is journaled in the store, so `tether resume` or a worker can finish it if
+    this process dies.
+    """
     try:
         agent = load_agent(agent_ref)
     except AgentLoadError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
-        raise typer.Exit(USAGE_ERROR) from None
+        fail(exc.message)
     subscribers = () if as_json else (Timeline(out),)
-    try:
-        result = Tether(subscribers=subscribers).run_sync(agent, task, user=user)
-        if as_json:
-            sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-        else:
-            print_summary(out, result)
-    except ConfigurationError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
-        raise typer.Exit(USAGE_ERROR) from None
-    except Exception:
-        err.print("[red]internal error[/] (this is a bug in tether or its store):")
-        err.print_exception()
-        raise typer.Exit(INTERNAL_ERROR) from None
-    raise typer.Exit(EXIT_CODES[result.status])
+    result = execute(
+        store,
+        lambda t: t.run(agent, task, user=user, agent_ref=agent_ref),
+        subscribers=subscribers,
+    )
+    _report(result, as_json)
+
+
+@app.command()
+def submit(
+    agent_ref: AgentArgument,
+    task: Annotated[str, typer.Argument(help="What to ask the agent.")],
+    user: UserOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Accept a run for a worker to execute; print its id."""
+    run_id = execute(store, lambda t: t.submit(agent_ref, task, user=user))
+    typer.echo(run_id)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Continue an interrupted run from its journal (recorded steps are not repeated)."""
+    subscribers = () if as_json else (Timeline(out),)
+    result = execute(store, lambda t: t.resume(run_id), subscribers=subscribers)
+    _report(result, as_json)
+
+
+@app.command()
+def review(
+    run_id: Annotated[str, typer.Argument(help="The run with calls in doubt.")],
+    retry: Annotated[bool, typer.Option("--retry", help="Run the call again.")] = False,
+    skip: Annotated[
+        bool, typer.Option("--skip", help="Tell the model the outcome is unknown.")
+    ] = False,
+    result: Annotated[
+        str | None, typer.Option("--result", help="Record this JSON as what the call returned.")
+    ] = None,
+    step: Annotated[int | None, typer.Option(help="Only the call at this step.")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Who decides (journaled).")] = None,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Only journal the decision.")
+    ] = False,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Decide what an interrupted at-most-once call did, then continue the run."""
+    chosen = [name for name, on in (("retry", retry), ("skip", skip)) if on]
+    if result is not None:
+        chosen.append("result")
+    if len(chosen) != 1:
+        fail("choose exactly one of --retry, --skip or --result JSON")
+    decision: Decision = "retry" if retry else "skip" if skip else "result"
+    if result is not None:
+        import json
+
+        try:
+            json.loads(result)
+        except ValueError as exc:
+            fail(f"--result must be JSON: {exc}")
+
+    async def act(runtime: Tether) -> RunResult[Any] | list[int]:
+        steps = await runtime.review(
+            run_id,
+            decision,
+            result=result,
+            step=step,
+            reviewer=reviewer,
+        )
+        if no_resume:
+            return steps
+        return await runtime.resume(run_id)
+
+    subscribers = () if as_json or no_resume else (Timeline(out),)
+    outcome = execute(store, act, subscribers=subscribers)
+    if isinstance(outcome, list):
+        typer.echo(f"decided steps {outcome}; the run is pending")
+        return
+    _report(outcome, as_json)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs driven at once.")] = 4,
+    lease: Annotated[float, typer.Option(min=1, help="Lease length in seconds.")] = 30.0,
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between polls when idle.")] = 0.5,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit when no run is left to claim.")
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Execute pending runs and recover runs whose worker died. SIGTERM stops it cleanly."""
+    from datetime import timedelta
+
+    async def act(runtime: Tether) -> Any:
+        import asyncio
+
+        runtime.lease_for = timedelta(seconds=lease)
+        pool = Worker(runtime, concurrency=concurrency, poll_interval=poll)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, pool.stop)
+        return await pool.run(until_idle=until_idle)
+
+    stats = execute(store, act)
+    typer.echo(
+        f"claimed {stats.claimed} · finished {stats.finished} · released {stats.released} · "
+        f"lost {stats.lost}"
+    )
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ from tether.events import (
     ModelFailed,
     ModelResponded,
     ResponseRejected,
+    ReviewDecided,
     RunFinished,
     ToolCallFinished,
+    ToolCallInDoubt,
 )
 from tether.run import RunResult
 from tether.status import RunStatus
@@ -57,6 +59,10 @@ def _line(event: Event) -> str | None:
             return f"[dim]   ·[/] [yellow]rejected[/] {reason}"
         case LimitHit(limit=limit):
             return f"[dim]   ·[/] [yellow]limit[/] {limit}"
+        case ToolCallInDoubt(step=step, tool=tool):
+            return f"[dim]{step:>4}[/] tool    [yellow]? {escape(tool)} in doubt[/] (needs review)"
+        case ReviewDecided(step=step, decision=decision, reviewer=reviewer):
+            return f"[dim]{step:>4}[/] review  {decision} by {escape(reviewer or 'unknown')}"
         case RunFinished():
             return None
         case _:

@@ -1,6 +1,17 @@
-"""Running an agent: the bounded loop, its state and its result."""
+"""Running an agent: the bounded loop, its journal, replay and result."""
 
-from tether.run.loop import AgentSpec, Run, Subscriber
+from tether.run.journal import Journal, Subscriber
+from tether.run.loop import AgentSpec, Run
 from tether.run.outcome import OutputT, RunError, RunResult
+from tether.run.replay import Replay
 
-__all__ = ["AgentSpec", "OutputT", "Run", "RunError", "RunResult", "Subscriber"]
+__all__ = [
+    "AgentSpec",
+    "Journal",
+    "OutputT",
+    "Replay",
+    "Run",
+    "RunError",
+    "RunResult",
+    "Subscriber",
+]

@@ -1,24 +1,24 @@
 """One response's tool calls: validate each, answer repeats, run the rest concurrently.
 
 Every call gets exactly one :class:`CallRecord`, in the order the model sent them, so
-the history never holds a call without a result.
+the history never holds a call without a result. How a validated call is executed
+(live, from the journal, or not at all when it is in doubt) is the caller's business,
+through :class:`CallHooks`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from tether.ids import idempotency_key
 from tether.messages import ToolCall
 from tether.run.state import RunState
 from tether.settings import RunLimits
-from tether.tools import RunContext, Tool, ToolOutcome, Validated, execute, validate_call
+from tether.tools import Tool, ToolOutcome, Validated, validate_call
 
-__all__ = ["CallRecord", "run_calls", "settle_repeats"]
-
-StartHook = Callable[[int, ToolCall, Validated], Awaitable[None]]
+__all__ = ["CallHooks", "CallRecord", "run_calls", "settle_repeats"]
 
 
 @dataclass(slots=True)
@@ -30,6 +30,8 @@ class CallRecord:
     outcome: ToolOutcome
     executed: bool = False
     repeated: bool = False
+    in_doubt: bool = False
+    """The call may have run and its outcome is unknown; a person must decide."""
     digest: str | None = None
 
     @property
@@ -38,20 +40,35 @@ class CallRecord:
         return self.executed or bool(self.outcome.content)
 
 
+class CallHooks(Protocol):
+    """What the run does around the execution of validated calls."""
+
+    async def intend(self, record: CallRecord, checked: Validated) -> None:
+        """Record the intent to run ``checked`` (called for each call, before any runs)."""
+        ...
+
+    async def intents_recorded(self) -> None:
+        """All intents are recorded; make them durable before anything executes."""
+        ...
+
+    async def execute(self, record: CallRecord, checked: Validated) -> None:
+        """Fill ``record`` with the outcome of ``checked``."""
+        ...
+
+
 async def run_calls(
     calls: Sequence[ToolCall],
     *,
     tools: Mapping[str, Tool],
     state: RunState,
     limits: RunLimits,
-    on_start: StartHook,
+    hooks: CallHooks,
     records: list[CallRecord],
 ) -> None:
     """Validate and execute ``calls``, appending one record per call to ``records``.
 
     The caller owns ``records``, so if the run's deadline cancels this coroutine it still
-    knows which calls finished. ``on_start`` is awaited for each call just before it
-    executes (the journal hook).
+    knows which calls finished.
     """
     pending: list[tuple[CallRecord, Validated]] = []
     first_in_batch: dict[str, CallRecord] = {}
@@ -78,8 +95,10 @@ async def run_calls(
         pending.append((record, checked))
 
     for record, checked in pending:
-        await on_start(record.step, record.call, checked)
-    await _execute_all(pending, state, limits)
+        await hooks.intend(record, checked)
+    if pending:
+        await hooks.intents_recorded()
+    await _execute_all(pending, hooks, limits)
 
     settle_repeats(records)
     for record in records:
@@ -88,34 +107,16 @@ async def run_calls(
 
 
 async def _execute_all(
-    pending: Sequence[tuple[CallRecord, Validated]],
-    state: RunState,
-    limits: RunLimits,
+    pending: Sequence[tuple[CallRecord, Validated]], hooks: CallHooks, limits: RunLimits
 ) -> None:
-    async def one(record: CallRecord, checked: Validated) -> None:
-        tool_timeout = checked.tool.timeout
-        timeout_s = None if tool_timeout is None else tool_timeout.total_seconds()
-        context = RunContext(
-            run_id=state.run_id,
-            agent=state.agent,
-            user=state.user,
-            step=record.step,
-            call_id=record.call.id,
-            idempotency_key=idempotency_key(state.run_id, checked.digest),
-        )
-        record.outcome = await execute(
-            checked, context, timeout_s=timeout_s, max_output_chars=limits.max_tool_output_chars
-        )
-        record.executed = True
-
     if len(pending) == 1:
-        await one(*pending[0])
+        await hooks.execute(*pending[0])
         return
     gate = asyncio.Semaphore(limits.max_parallel_tool_calls)
 
     async def gated(record: CallRecord, checked: Validated) -> None:
         async with gate:
-            await one(record, checked)
+            await hooks.execute(record, checked)
 
     await asyncio.gather(*(gated(record, checked) for record, checked in pending))
 

@@ -7,7 +7,12 @@
                   └──────────────── not finished (feedback or results added) <──────────┘
 
 Every path ends in :meth:`Run.finish`, which writes exactly one ``RunFinished`` event
-and returns a :class:`~tether.run.outcome.RunResult`. Expected endings never raise.
+(or, for a call in doubt, pauses the run in ``needs_review``) and returns a
+:class:`~tether.run.outcome.RunResult`. Expected endings never raise.
+
+The same loop runs a new run and resumes an interrupted one: model responses and tool
+results already in the journal are replayed (see :mod:`tether.run.replay`), never
+requested or executed again.
 """
 
 from __future__ import annotations
@@ -18,23 +23,22 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol
+from typing import Any, Generic, Protocol, runtime_checkable
 
 from pydantic import TypeAdapter, ValidationError
 
 from tether.clock import Clock
-from tether.errors import TetherError
+from tether.errors import ModelError, ReplayDivergedError, TetherError
 from tether.events import (
-    Event,
     LimitHit,
     ModelFailed,
     ModelResponded,
     ResponseRejected,
     RunFinished,
-    RunStarted,
     ToolCallFinished,
-    ToolCallStarted,
+    ToolCallInDoubt,
 )
+from tether.failpoints import failpoint
 from tether.messages import (
     AssistantMessage,
     ModelResponse,
@@ -47,19 +51,17 @@ from tether.messages import (
 from tether.models import Model, ModelSettings
 from tether.run import limits as check
 from tether.run.calls import CallRecord, run_calls, settle_repeats
+from tether.run.effects import DurableCalls
+from tether.run.journal import Journal
 from tether.run.outcome import OutputT, RunError, RunResult
 from tether.run.state import RunState
 from tether.settings import RunLimits
 from tether.status import RunStatus
-from tether.store import Store
-from tether.tools import Tool, ToolOutcome, Validated, error_result
+from tether.tools import Tool, ToolOutcome, error_result
 
-__all__ = ["AgentSpec", "Run", "Subscriber"]
+__all__ = ["AgentSpec", "Run"]
 
 logger = logging.getLogger("tether")
-
-Subscriber = Callable[[Event], None]
-"""A function called with every event of a run, in order."""
 
 _WRAP_UP_STATUSES = frozenset({RunStatus.MAX_STEPS, RunStatus.TOOL_CALL_LIMIT})
 _WRAP_UP_PROMPT = (
@@ -68,6 +70,7 @@ _WRAP_UP_PROMPT = (
 )
 
 
+@runtime_checkable
 class AgentSpec(Protocol[OutputT]):
     """What the loop needs from an agent definition (``tether.Agent`` provides it)."""
 
@@ -113,61 +116,60 @@ class _Ending:
     error: RunError | None = None
     limit: str | None = None
     output: Any = None
+    paused: bool = False
+    """The run stops without a terminal event (in doubt, or released to another worker)."""
 
 
 class Run(Generic[OutputT]):
-    """One execution of an agent on a task. Create, then ``await run.execute()`` once."""
+    """One execution of an agent on a task, new or resumed from its journal.
+
+    Create it with the run's :class:`~tether.run.journal.Journal` (which holds the lease
+    and what is already recorded), then ``await run.execute()`` once.
+
+    Args:
+        agent: The agent definition.
+        journal: The journal writer of this run.
+        clock: The source of time.
+        should_stop: Asked before each live model call; ``True`` stops the run where it
+            stands (nothing lost) so another worker can continue it. Default: never.
+    """
 
     def __init__(
         self,
         agent: AgentSpec[OutputT],
-        task: str,
+        journal: Journal,
         *,
-        run_id: str,
-        user: str | None,
-        store: Store,
         clock: Clock,
-        subscribers: Sequence[Subscriber] = (),
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
+        started = journal.replay.started
         self.agent = agent
-        self.task = task
+        self.journal = journal
+        self.replay = journal.replay
+        self.task = started.task
         self.limits = agent.limits
         self.clock = clock
-        self.store = store
-        self.subscribers = tuple(subscribers)
+        self.should_stop = should_stop
         self.tools = {t.name: t for t in agent.tools}
         self.tool_definitions = tuple(t.definition for t in agent.tools)
-        self.settings = agent.model_settings
-        self._in_flight: dict[str, int] = {}
-        """Call id -> step of calls started and not yet recorded."""
+        self.state = RunState(
+            run_id=started.run_id, agent=started.agent, user=started.user, started_at=started.at
+        )
+        self.calls = DurableCalls(
+            journal=journal, state=self.state, limits=self.limits, now=clock.now
+        )
         self._batch: list[CallRecord] = []
         """Records of the batch being executed, until they are all recorded."""
-        self.state = RunState(
-            run_id=run_id,
-            agent=agent.name,
-            user=user,
-            started_at=clock.now(),
-            started_monotonic=clock.monotonic(),
-        )
 
     async def execute(self) -> RunResult[OutputT]:
-        """Run the loop to its end and return the result."""
+        """Run (or resume) the loop to its end and return the result."""
         state = self.state
-        await self.emit(
-            RunStarted(
-                run_id=state.run_id,
-                agent=state.agent,
-                task=self.task,
-                user=state.user,
-                at=state.started_at,
-            )
-        )
         system = self._system_prompt()
         if system:
             state.messages.append(SystemMessage(content=system))
         state.messages.append(UserMessage(content=self.task))
-        # The injected clock is checked before each model call; this real-time deadline
-        # is the backstop that interrupts a model or tool that never returns.
+        # The clock is checked before each model call; this real-time deadline is the
+        # backstop that interrupts a model or tool that never returns.
         deadline = asyncio.timeout(self._remaining_s())
         try:
             async with deadline:
@@ -187,15 +189,18 @@ class Run(Generic[OutputT]):
     async def _loop(self) -> _Ending:
         state = self.state
         while True:
+            replaying = (state.steps + 1) in self.replay.models
             breach = check.before_model_call(
                 self.limits,
                 steps=state.steps,
-                elapsed_s=self._elapsed_s(),
+                elapsed_s=0.0 if replaying else self._elapsed_s(),
                 usage=state.usage,
                 cost_usd=state.cost_usd,
             )
             if breach is not None:
                 return _limit_ending(breach)
+            if not replaying and self.should_stop is not None and self.should_stop():
+                return _Ending(RunStatus.PENDING, paused=True)
             response = await self.ask_model(self.tool_definitions)
             if isinstance(response, _Ending):
                 return response
@@ -204,7 +209,7 @@ class Run(Generic[OutputT]):
                 state.messages.append(
                     AssistantMessage(text=response.text, tool_calls=response.tool_calls)
                 )
-                await self._answer_unexecuted(response.tool_calls, breach.message)
+                self._answer_unexecuted(response.tool_calls, breach.message)
                 return _limit_ending(breach)
             if response.tool_calls:
                 ending = await self.act(response)
@@ -214,36 +219,34 @@ class Run(Generic[OutputT]):
                 return ending
 
     async def ask_model(self, tools: Sequence[ToolDefinition]) -> ModelResponse | _Ending:
-        """Request one response; a failure becomes an ending."""
+        """Request one response (or replay the recorded one); a failure becomes an ending."""
         state = self.state
         step = state.steps + 1
-        try:
-            response = await self.agent.model.request(state.messages, tools, self.settings)
-            if not isinstance(response, ModelResponse):
-                raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
-        except Exception as exc:
-            if not isinstance(exc, TetherError):
-                # Adapters map provider errors to ModelError; anything else is a bug in
-                # the adapter. The run still ends with a status, and the traceback is kept.
-                logger.exception("model %r raised an unexpected exception", self.agent.model.name)
-            error_class = str(getattr(exc, "error_class", "model_error"))
-            message = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
-            await self.emit(
-                ModelFailed(
-                    run_id=state.run_id,
-                    step=step,
-                    error_class=error_class,
-                    message=message,
-                    at=self.clock.now(),
+        recorded = self.replay.models.get(step)
+        if isinstance(recorded, ModelFailed):
+            self.journal.emit(recorded)
+            return _failure(RunStatus.FAILED, recorded.error_class, recorded.message)
+        if recorded is not None:
+            response = recorded.response
+        else:
+            if step in self.replay.intents or step in self.replay.results:
+                raise ReplayDivergedError(
+                    f"run {state.run_id}: step {step} is a tool call in the journal, "
+                    "but the code asks the model"
                 )
-            )
-            return _failure(RunStatus.FAILED, error_class, message)
+            self.replay.forbid_live(f"call the model for step {step}")
+            await self.journal.flush()
+            failpoint("after_result_before_next")
+            try:
+                response = await self._request(tools)
+            except Exception as exc:
+                return self._model_failed(step, exc)
         state.steps = step
         state.usage = state.usage + response.usage
         state.add_cost(response.cost_usd)
         if response.text:
             state.last_text = response.text
-        await self.emit(
+        self.journal.emit(
             ModelResponded(run_id=state.run_id, step=step, response=response, at=self.clock.now())
         )
         return response
@@ -257,7 +260,7 @@ class Run(Generic[OutputT]):
                 f"Tool call ids must be unique within one response; repeated: {duplicates}. "
                 "No tool was run. Send the calls again, each with its own id."
             )
-            await self.reject("duplicate_call_ids", message)
+            self.reject("duplicate_call_ids", message)
             state.consecutive_errors += 1
             return self._error_ending()
         state.messages.append(AssistantMessage(text=response.text, tool_calls=calls))
@@ -265,7 +268,7 @@ class Run(Generic[OutputT]):
             self.limits, steps=state.steps, tool_calls=state.tool_calls, requested=len(calls)
         )
         if breach is not None:
-            await self._answer_unexecuted(calls, breach.message)
+            self._answer_unexecuted(calls, breach.message)
             return _limit_ending(breach)
         records = self._batch = []
         await run_calls(
@@ -273,12 +276,16 @@ class Run(Generic[OutputT]):
             tools=self.tools,
             state=state,
             limits=self.limits,
-            on_start=self._started,
+            hooks=self.calls,
             records=records,
         )
+        doubted = [r for r in records if r.in_doubt]
         for record in records:
-            await self._record_result(record)
+            if record.finished:
+                self._record_result(record)
         self._batch = []
+        if doubted:
+            return self._pause_in_doubt(doubted)
         return self._loop_ending(records) or self._error_ending()
 
     async def accept_final(self, response: ModelResponse) -> _Ending | None:
@@ -297,16 +304,16 @@ class Run(Generic[OutputT]):
         self.state.messages.append(AssistantMessage(text=response.text))
         if problem is None:
             return _Ending(RunStatus.COMPLETED, output=output)
-        await self.reject("output_invalid", problem)
+        self.reject("output_invalid", problem)
         if self.state.output_retries >= self.limits.max_output_retries:
             return _failure(RunStatus.FAILED, "output_invalid", problem)
         self.state.output_retries += 1
         return None
 
-    async def reject(self, reason: str, message: str) -> None:
+    def reject(self, reason: str, message: str) -> None:
         """Record that the last response was refused and tell the model why."""
         state = self.state
-        await self.emit(
+        self.journal.emit(
             ResponseRejected(
                 run_id=state.run_id,
                 step=state.steps,
@@ -318,11 +325,11 @@ class Run(Generic[OutputT]):
         state.messages.append(UserMessage(content=message))
 
     async def finish(self, ending: _Ending) -> RunResult[OutputT]:
-        """Write the one terminal event and build the result."""
+        """Write the one terminal event (unless the run pauses) and build the result."""
         state = self.state
         output = ending.output
         if ending.limit is not None:
-            await self.emit(
+            self.journal.emit(
                 LimitHit(
                     run_id=state.run_id,
                     limit=ending.limit,
@@ -335,16 +342,19 @@ class Run(Generic[OutputT]):
             output = state.last_text if self.agent.output_adapter is None else None
         finished_at = self.clock.now()
         error = ending.error
-        await self.emit(
-            RunFinished(
-                run_id=state.run_id,
-                status=ending.status,
-                output=None if output is None else _output_text(output),
-                error_class=None if error is None else error.error_class,
-                error_message=None if error is None else error.message,
-                at=finished_at,
+        if not ending.paused:
+            failpoint("before_terminal_write")
+            self.journal.emit(
+                RunFinished(
+                    run_id=state.run_id,
+                    status=ending.status,
+                    output=None if output is None else _output_text(output),
+                    error_class=None if error is None else error.error_class,
+                    error_message=None if error is None else error.message,
+                    at=finished_at,
+                )
             )
-        )
+        await self.journal.flush()
         return RunResult(
             run_id=state.run_id,
             agent=state.agent,
@@ -361,36 +371,40 @@ class Run(Generic[OutputT]):
             messages=tuple(state.messages),
         )
 
-    async def emit(self, event: Event) -> None:
-        """Journal ``event`` in the store, then give it to each subscriber."""
-        await self.store.append(event)
-        for subscriber in self.subscribers:
-            try:
-                subscriber(event)
-            except Exception:
-                logger.exception("event subscriber %r failed on %s", subscriber, event.kind)
+    async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
+        response = await self.agent.model.request(
+            self.state.messages, tools, self.agent.model_settings
+        )
+        if not isinstance(response, ModelResponse):
+            raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
+        return response
 
-    async def _started(self, step: int, call: ToolCall, checked: Validated) -> None:
-        self._in_flight[call.id] = step
-        await self.emit(
-            ToolCallStarted(
+    def _model_failed(self, step: int, exc: Exception) -> _Ending:
+        if not isinstance(exc, TetherError):
+            # Adapters map provider errors to ModelError; anything else is a bug in the
+            # adapter. The run still ends with a status, and the traceback is kept.
+            logger.exception("model %r raised an unexpected exception", self.agent.model.name)
+        error_class = exc.error_class if isinstance(exc, TetherError) else ModelError.error_class
+        message = exc.message if isinstance(exc, TetherError) else f"{type(exc).__name__}: {exc}"
+        self.journal.emit(
+            ModelFailed(
                 run_id=self.state.run_id,
                 step=step,
-                call_id=call.id,
-                tool=checked.tool.name,
-                arguments=checked.arguments,
+                error_class=error_class,
+                message=message,
                 at=self.clock.now(),
             )
         )
+        return _failure(RunStatus.FAILED, error_class, message)
 
-    async def _record_result(self, record: CallRecord) -> None:
+    def _record_result(self, record: CallRecord) -> None:
         state, outcome = self.state, record.outcome
-        self._in_flight.pop(record.call.id, None)
+        self.calls.in_flight.pop(record.call.id, None)
         if outcome.is_error:
             state.consecutive_errors += 1
         elif not record.repeated:
             state.consecutive_errors = 0
-        await self.emit(
+        self.journal.emit(
             ToolCallFinished(
                 run_id=state.run_id,
                 step=record.step,
@@ -413,6 +427,28 @@ class Run(Generic[OutputT]):
             )
         )
 
+    def _pause_in_doubt(self, doubted: Sequence[CallRecord]) -> _Ending:
+        for record in doubted:
+            self.journal.emit(
+                ToolCallInDoubt(
+                    run_id=self.state.run_id,
+                    step=record.step,
+                    call_id=record.call.id,
+                    tool=record.call.name,
+                    at=self.clock.now(),
+                )
+            )
+        names = ", ".join(f"{r.call.name} (step {r.step})" for r in doubted)
+        message = (
+            f"at-most-once calls were interrupted and may or may not have taken effect: "
+            f"{names}; review them with `tether review {self.state.run_id}`"
+        )
+        return _failure(RunStatus.NEEDS_REVIEW, "in_doubt", message, paused=True)
+
+    async def abandon(self, error_class: str, message: str) -> RunResult[OutputT]:
+        """End the run ``failed`` without running it (for example after a crash loop)."""
+        return await self.finish(_failure(RunStatus.FAILED, error_class, message))
+
     def _loop_ending(self, records: Sequence[CallRecord]) -> _Ending | None:
         for record in records:
             if record.digest is None:
@@ -433,13 +469,13 @@ class Run(Generic[OutputT]):
             return _failure(RunStatus.FAILED, "too_many_errors", message)
         return None
 
-    async def _answer_unexecuted(self, calls: Sequence[ToolCall], reason: str) -> None:
+    def _answer_unexecuted(self, calls: Sequence[ToolCall], reason: str) -> None:
         """Keep the history well formed: every call gets a result, even unexecuted ones."""
         for call in calls:
             message = f"not run because a limit was reached: {reason}"
             content = error_result("limit_reached", message, tool=call.name)
             outcome = ToolOutcome(content=content, is_error=True, error_class="limit_reached")
-            await self._record_result(CallRecord(call, self.state.steps, outcome))
+            self._record_result(CallRecord(call, self.state.steps, outcome))
 
     async def _answer_interrupted(self) -> None:
         """After the deadline cut a batch short, give each unanswered call a result."""
@@ -456,7 +492,7 @@ class Run(Generic[OutputT]):
                 continue
             record = batch.get(call.id)
             if record is None or not record.finished:
-                started_step = self._in_flight.get(call.id)
+                started_step = self.calls.in_flight.get(call.id)
                 step = record.step if record is not None else started_step
                 content = error_result(
                     "run_timed_out",
@@ -467,7 +503,7 @@ class Run(Generic[OutputT]):
                 record = CallRecord(
                     call, step or self.state.steps, outcome, executed=started_step is not None
                 )
-            await self._record_result(record)
+            self._record_result(record)
         self._batch = []
 
     async def _wrap_up(self, ending: _Ending) -> Any:
@@ -500,14 +536,14 @@ class Run(Generic[OutputT]):
         adapter = self.agent.output_adapter
         if adapter is None:
             return self.agent.instructions
-        schema = _output_schema(adapter)
+        schema = json.dumps(adapter.json_schema(), separators=(",", ":"))
         return (
             f"{self.agent.instructions}\n\nWhen you give your final answer, reply with only "
             f"JSON matching this JSON schema:\n{schema}"
         ).strip()
 
     def _elapsed_s(self) -> float:
-        return self.clock.monotonic() - self.state.started_monotonic
+        return (self.clock.now() - self.state.started_at).total_seconds()
 
     def _remaining_s(self) -> float | None:
         if self.limits.max_duration is None:
@@ -516,17 +552,18 @@ class Run(Generic[OutputT]):
 
 
 def _failure(
-    status: RunStatus, error_class: str, message: str, limit: str | None = None
+    status: RunStatus,
+    error_class: str,
+    message: str,
+    limit: str | None = None,
+    *,
+    paused: bool = False,
 ) -> _Ending:
-    return _Ending(status, RunError(error_class=error_class, message=message), limit)
+    return _Ending(status, RunError(error_class=error_class, message=message), limit, paused=paused)
 
 
 def _limit_ending(breach: check.LimitBreach) -> _Ending:
     return _failure(breach.status, breach.limit, breach.message, breach.limit)
-
-
-def _output_schema(adapter: TypeAdapter[Any]) -> str:
-    return json.dumps(adapter.json_schema(), separators=(",", ":"))
 
 
 def _output_text(output: Any) -> str:

@@ -19,7 +19,6 @@ class RunState:
     agent: str
     user: str | None
     started_at: datetime
-    started_monotonic: float
     messages: list[Message] = field(default_factory=list[Message])
     steps: int = 0
     tool_calls: int = 0

@@ -1,32 +1,143 @@
-"""The store seam: where run journals live.
+"""The store seam: run rows, journals and leases.
 
-A run's truth is its journal, the ordered list of its events. This protocol grows with
-durability (leases, effects, approvals, budgets); implementations are in-memory (here),
-SQLite and PostgreSQL.
+A run's truth is its journal, the ordered list of its events; the run row (status, lease)
+is an index over it, updated in the same transaction as each append. Implementations:
+:class:`~tether.store.InMemoryStore` (tests, benchmarks) and
+:class:`~tether.store.SqliteStore` (the embedded default).
+
+Ownership and fencing: a worker *claims* a run and gets a :class:`Lease` with a new
+``epoch``. Every append names its lease; the store refuses it with
+:class:`~tether.errors.LeaseLostError` unless that epoch is still current, so a worker
+that was paused or lost its lease can never write again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from tether.events import Event
+from tether.events import Event, RunStarted
+from tether.status import RunStatus
 
-__all__ = ["Store"]
+__all__ = ["CLAIMABLE_BY_ID", "Lease", "RunRecord", "Store"]
+
+CLAIMABLE_BY_ID = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.NEEDS_REVIEW})
+"""Statuses in which a run can be claimed by id (``running`` only once its lease expired)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """The right to write a run's journal, until ``expires_at`` or a newer epoch."""
+
+    run_id: str
+    owner: str
+    """Who holds it (for example ``worker-host-1234``)."""
+    epoch: int
+    """Fencing token: increases at every claim of the run."""
+    attempts: int
+    """Claims since the run last released its lease cleanly, this one included. A value
+    above 1 means earlier owners died holding it."""
+    expires_at: datetime
+    """When the lease lapses on the store's clock (UTC)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """The row of a run: what it is and where it is. Its journal holds the detail."""
+
+    run_id: str
+    agent: str
+    agent_ref: str | None
+    user: str | None
+    task: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    finished_at: datetime | None
+    """When the terminal ``RunFinished`` event was written; ``None`` while the run can
+    still move (``needs_review`` from an in-doubt call included)."""
+    events: int
+    """Number of journal events."""
 
 
 @runtime_checkable
 class Store(Protocol):
-    """Append-only storage of run journals."""
+    """Runs, their append-only journals and their leases."""
 
-    async def append(self, event: Event) -> None:
-        """Append ``event`` to the journal of ``event.run_id``."""
+    async def create_run(self, started: RunStarted) -> None:
+        """Accept a run: its row (``pending``) and its first event, in one transaction.
+
+        Raises:
+            RunStateError: A run with this id exists.
+        """
+        ...
+
+    async def claim(
+        self, owner: str, *, lease_for: timedelta, run_id: str | None = None, force: bool = False
+    ) -> Lease | None:
+        """Claim a run: bump its epoch, count the attempt, mark it ``running``.
+
+        Without ``run_id``, claims the oldest ``pending`` run or ``running`` run whose lease
+        expired. With ``run_id``, claims that run if its status is in
+        :data:`CLAIMABLE_BY_ID` and no live lease holds it; ``force`` takes it even from a
+        live owner (cancellation). Returns ``None`` when nothing is claimable.
+
+        Raises:
+            RunNotFoundError: ``run_id`` is unknown.
+        """
+        ...
+
+    async def renew(self, lease: Lease, *, lease_for: timedelta) -> Lease:
+        """Extend a lease. Raises ``LeaseLostError`` if its epoch is no longer current."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give a run up cleanly: clear the owner and reset the attempt count.
+
+        A run still ``running`` goes back to ``pending``. A lost lease is ignored.
+        """
+        ...
+
+    async def append(self, events: Sequence[Event], lease: Lease) -> None:
+        """Append ``events`` (all of ``lease.run_id``) in one transaction.
+
+        The run's status moves as the events say (see ``tether.events.status_after``).
+
+        Raises:
+            LeaseLostError: ``lease.epoch`` is no longer current. Nothing was written.
+        """
         ...
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return the journal of ``run_id`` in order (empty if the run is unknown)."""
         ...
 
-    async def run_ids(self) -> Sequence[str]:
-        """Return the ids of all runs, oldest first."""
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """Return the row of ``run_id``, or ``None``."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        limit: int | None = None,
+    ) -> Sequence[RunRecord]:
+        """Return runs, newest first, optionally filtered."""
+        ...
+
+    async def prune(self, *, finished_before: datetime) -> int:
+        """Delete runs finished before the time, with their journals; return how many.
+
+        See ``RunRecord.finished_at``.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release resources (connections). The store is unusable afterwards."""
         ...

@@ -1,34 +1,201 @@
 """An in-memory :class:`~tether.store.Store` for tests, notebooks and benchmarks.
 
-Nothing survives the process. Use a durable store for anything that must.
+Nothing survives the process. It implements the whole protocol, leases and fencing
+included, on an injected clock, so it is the reference the durable stores are tested
+against.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from tether.events import Event
+from tether.clock import Clock, SystemClock
+from tether.errors import LeaseLostError, RunNotFoundError, RunStateError
+from tether.events import Event, RunFinished, RunStarted, status_after
+from tether.status import RunStatus
+from tether.store.base import CLAIMABLE_BY_ID, Lease, RunRecord
 
 __all__ = ["InMemoryStore"]
 
 
+@dataclass(slots=True)
+class _Run:
+    record: RunRecord
+    epoch: int = 0
+    journal: list[Event] = field(default_factory=list[Event])
+
+
 class InMemoryStore:
-    """Journals kept in a dict of lists. Not shared between processes."""
+    """Runs and journals in dicts. Not shared between processes.
 
-    def __init__(self) -> None:
-        self._journals: dict[str, list[Event]] = {}
+    Args:
+        clock: The store's clock, used for leases. Default: the system clock.
+    """
 
-    async def append(self, event: Event) -> None:
-        """Append ``event`` to the journal of ``event.run_id``."""
-        journal = self._journals.get(event.run_id)
-        if journal is None:
-            journal = self._journals[event.run_id] = []
-        journal.append(event)
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._runs: dict[str, _Run] = {}
+
+    async def create_run(self, started: RunStarted) -> None:
+        """Accept a run: its row (``pending``) and its first event."""
+        if started.run_id in self._runs:
+            raise RunStateError(f"run {started.run_id} already exists")
+        now = self._clock.now()
+        record = RunRecord(
+            run_id=started.run_id,
+            agent=started.agent,
+            agent_ref=started.agent_ref,
+            user=started.user,
+            task=started.task,
+            status=RunStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            attempts=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=None,
+            events=1,
+        )
+        self._runs[started.run_id] = _Run(record, journal=[started])
+
+    async def claim(
+        self, owner: str, *, lease_for: timedelta, run_id: str | None = None, force: bool = False
+    ) -> Lease | None:
+        """Claim a run; see :meth:`Store.claim`."""
+        now = self._clock.now()
+        if run_id is None:
+            candidates = [r for r in self._runs.values() if _claimable_next(r.record, now)]
+            if not candidates:
+                return None
+            run = min(candidates, key=lambda r: r.record.created_at)
+        else:
+            found = self._runs.get(run_id)
+            if found is None:
+                raise RunNotFoundError(f"no run {run_id}")
+            if not force and not _claimable_by_id(found.record, now):
+                return None
+            run = found
+        run.epoch += 1
+        expires = now + lease_for
+        run.record = dataclasses.replace(
+            run.record,
+            status=RunStatus.RUNNING
+            if run.record.status is RunStatus.PENDING
+            else run.record.status,
+            attempts=run.record.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=expires,
+            updated_at=now,
+        )
+        return Lease(
+            run_id=run.record.run_id,
+            owner=owner,
+            epoch=run.epoch,
+            attempts=run.record.attempts,
+            expires_at=expires,
+        )
+
+    async def renew(self, lease: Lease, *, lease_for: timedelta) -> Lease:
+        """Extend a lease; see :meth:`Store.renew`."""
+        run = self._fenced(lease)
+        expires = self._clock.now() + lease_for
+        run.record = dataclasses.replace(run.record, lease_expires_at=expires)
+        return dataclasses.replace(lease, expires_at=expires)
+
+    async def release(self, lease: Lease) -> None:
+        """Give a run up cleanly; see :meth:`Store.release`."""
+        run = self._runs.get(lease.run_id)
+        if run is None or run.epoch != lease.epoch:
+            return
+        status = run.record.status
+        run.record = dataclasses.replace(
+            run.record,
+            status=RunStatus.PENDING if status is RunStatus.RUNNING else status,
+            attempts=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=self._clock.now(),
+        )
+
+    async def append(self, events: Sequence[Event], lease: Lease) -> None:
+        """Append ``events`` if the lease is current; see :meth:`Store.append`."""
+        run = self._fenced(lease)
+        if any(e.run_id != lease.run_id for e in events):
+            raise ValueError("every event must belong to the lease's run")
+        record = run.record
+        now = self._clock.now()
+        for event in events:
+            status = status_after(event)
+            if status is not None:
+                record = dataclasses.replace(record, status=status)
+            if isinstance(event, RunFinished):
+                record = dataclasses.replace(record, finished_at=now)
+        run.journal.extend(events)
+        run.record = dataclasses.replace(record, events=len(run.journal), updated_at=now)
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return a copy of the journal of ``run_id`` (empty if unknown)."""
-        return list(self._journals.get(run_id, ()))
+        run = self._runs.get(run_id)
+        return [] if run is None else list(run.journal)
 
-    async def run_ids(self) -> Sequence[str]:
-        """Return the ids of all runs, oldest first."""
-        return list(self._journals)
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """Return the row of ``run_id``, or ``None``."""
+        run = self._runs.get(run_id)
+        return None if run is None else run.record
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        limit: int | None = None,
+    ) -> Sequence[RunRecord]:
+        """Return runs, newest first, optionally filtered."""
+        records = [
+            r.record
+            for r in reversed(self._runs.values())
+            if (status is None or r.record.status is status)
+            and (agent is None or r.record.agent == agent)
+        ]
+        return records if limit is None else records[:limit]
+
+    async def prune(self, *, finished_before: datetime) -> int:
+        """Delete runs finished before ``finished_before``."""
+        doomed = [
+            run_id
+            for run_id, run in self._runs.items()
+            if run.record.finished_at is not None and run.record.finished_at < finished_before
+        ]
+        for run_id in doomed:
+            del self._runs[run_id]
+        return len(doomed)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def _fenced(self, lease: Lease) -> _Run:
+        run = self._runs.get(lease.run_id)
+        if run is None:
+            raise RunNotFoundError(f"no run {lease.run_id}")
+        if run.epoch != lease.epoch:
+            raise LeaseLostError(
+                f"run {lease.run_id} is owned by a newer lease (epoch {run.epoch} > {lease.epoch})"
+            )
+        return run
+
+
+def _lease_live(record: RunRecord, now: datetime) -> bool:
+    return record.lease_expires_at is not None and record.lease_expires_at > now
+
+
+def _claimable_next(record: RunRecord, now: datetime) -> bool:
+    if record.status is RunStatus.PENDING:
+        return not _lease_live(record, now)
+    return record.status is RunStatus.RUNNING and not _lease_live(record, now)
+
+
+def _claimable_by_id(record: RunRecord, now: datetime) -> bool:
+    return record.status in CLAIMABLE_BY_ID and not _lease_live(record, now)

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tether.agent import Agent
 from tether.errors import AgentLoadError
+from tether.run import AgentSpec
 
 __all__ = ["load_agent"]
 
 
-def load_agent(reference: str) -> Agent[Any]:
-    """Import the :class:`~tether.Agent` that ``reference`` names.
+def load_agent(reference: str) -> AgentSpec[Any]:
+    """Import the agent (a :class:`~tether.Agent`) that ``reference`` names.
 
     Args:
         reference: ``module:attr`` (importable module) or ``file.py:attr`` (a path,
@@ -37,7 +37,7 @@ def load_agent(reference: str) -> Agent[Any]:
             value = getattr(value, part)
         except AttributeError:
             raise AgentLoadError(f"{source!r} has no attribute {attr!r}") from None
-    if not isinstance(value, Agent):
+    if not isinstance(value, AgentSpec):
         raise AgentLoadError(f"{reference!r} is a {type(value).__name__}, not a tether Agent")
     return value
 

@@ -1,0 +1,126 @@
+"""Executing validated tool calls durably: intent first, then the effect, then the result.
+
+Each call's intent (``ToolCallStarted``, with its idempotency key and declared effect) is
+committed before the function runs. When a resumed run reaches a call:
+
+- a recorded result is used as is; the function does not run;
+- an intent without a result is the crash window, resolved by the tool's effect:
+  ``read`` runs again, ``idempotent`` runs again with the same idempotency key, and
+  ``at_most_once`` is marked *in doubt* (never run again automatically) unless a person
+  already decided (``ReviewDecided``: retry, skip or a recorded result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from tether.events import ReviewDecided, ToolCallStarted
+from tether.failpoints import failpoint
+from tether.ids import idempotency_key
+from tether.run.calls import CallRecord
+from tether.run.journal import Journal
+from tether.run.state import RunState
+from tether.settings import RunLimits
+from tether.tools import Effect, RunContext, ToolOutcome, Validated, error_result, execute
+
+__all__ = ["DurableCalls"]
+
+
+class DurableCalls:
+    """The :class:`~tether.run.calls.CallHooks` of a journaled run."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        state: RunState,
+        limits: RunLimits,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.journal = journal
+        self.state = state
+        self.limits = limits
+        self.now = now
+        self.in_flight: dict[str, int] = {}
+        """Call id -> step of calls whose intent is recorded and result is not."""
+
+    async def intend(self, record: CallRecord, checked: Validated) -> None:
+        """Queue the intent of ``checked`` (with its idempotency key and effect)."""
+        failpoint("before_intent")
+        self.in_flight[record.call.id] = record.step
+        self.journal.emit(
+            ToolCallStarted(
+                run_id=self.state.run_id,
+                step=record.step,
+                call_id=record.call.id,
+                tool=checked.tool.name,
+                arguments=checked.arguments,
+                idempotency_key=idempotency_key(self.state.run_id, checked.digest),
+                effect=checked.tool.effect.value,
+                at=self.now(),
+            )
+        )
+
+    async def intents_recorded(self) -> None:
+        """Commit the intents: from here on, a crash leaves them in the journal."""
+        await self.journal.flush()
+        failpoint("after_intent_before_call")
+
+    async def execute(self, record: CallRecord, checked: Validated) -> None:
+        """Fill ``record`` from the journal, a review decision, or a live call."""
+        replay, step = self.journal.replay, record.step
+        result = replay.results.get(step)
+        if result is not None:
+            record.outcome = ToolOutcome(
+                content=result.content, is_error=result.is_error, error_class=result.error_class
+            )
+            record.executed = result.executed
+            return
+        if step in replay.intents:
+            decision = replay.decisions.get(step)
+            if decision is not None:
+                replay.consume(decision)
+                doubted = replay.in_doubt.get(step)
+                if doubted is not None:
+                    replay.consume(doubted)
+                if decision.decision != "retry":
+                    _apply_decision(record, decision)
+                    return
+            elif checked.tool.effect is Effect.AT_MOST_ONCE:
+                record.in_doubt = True
+                return
+        await self._run_live(record, checked)
+
+    async def _run_live(self, record: CallRecord, checked: Validated) -> None:
+        self.journal.replay.forbid_live(f"run tool {checked.tool.name!r} at step {record.step}")
+        timeout = checked.tool.timeout
+        context = RunContext(
+            run_id=self.state.run_id,
+            agent=self.state.agent,
+            user=self.state.user,
+            step=record.step,
+            call_id=record.call.id,
+            idempotency_key=idempotency_key(self.state.run_id, checked.digest),
+        )
+        record.outcome = await execute(
+            checked,
+            context,
+            timeout_s=None if timeout is None else timeout.total_seconds(),
+            max_output_chars=self.limits.max_tool_output_chars,
+        )
+        record.executed = True
+        failpoint("after_call_before_result")
+
+
+def _apply_decision(record: CallRecord, decision: ReviewDecided) -> None:
+    record.executed = True
+    if decision.decision == "result":
+        record.outcome = ToolOutcome(content=decision.result or "")
+        return
+    message = (
+        "this call was interrupted by a crash and a person chose to skip it; "
+        "whether it took effect is unknown"
+    )
+    content = error_result("outcome_unknown", message, tool=record.call.name)
+    record.outcome = ToolOutcome(content=content, is_error=True, error_class="outcome_unknown")

@@ -1,0 +1,133 @@
+"""What a journal already says, so a resumed run re-runs nothing that was recorded.
+
+A resumed run executes the same loop from the start. Every model call, tool result and
+event is first looked up here by step: a recorded one is used (and not written again),
+and only what is missing runs live. Because the loop is deterministic given the recorded
+responses and results, the rebuilt state equals the state before the crash. An event the
+code produces that contradicts the journal raises
+:class:`~tether.errors.ReplayDivergedError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tether.errors import ReplayDivergedError
+from tether.events import (
+    Event,
+    LimitHit,
+    ModelFailed,
+    ModelResponded,
+    ResponseRejected,
+    ReviewDecided,
+    RunFinished,
+    RunStarted,
+    ToolCallFinished,
+    ToolCallInDoubt,
+    ToolCallStarted,
+)
+
+__all__ = ["Replay"]
+
+
+class Replay:
+    """An index of a run's journal by step, and which entries the loop has matched."""
+
+    def __init__(self, journal: Sequence[Event], *, read_only: bool = False) -> None:
+        """Index ``journal``; with ``read_only``, anything not recorded is refused."""
+        self.read_only = read_only
+        if not journal or not isinstance(journal[0], RunStarted):
+            raise ReplayDivergedError("a journal must start with run_started")
+        self.started: RunStarted = journal[0]
+        self.models: dict[int, ModelResponded | ModelFailed] = {}
+        self.intents: dict[int, ToolCallStarted] = {}
+        self.results: dict[int, ToolCallFinished] = {}
+        self.in_doubt: dict[int, ToolCallInDoubt] = {}
+        self.decisions: dict[int, ReviewDecided] = {}
+        self._keys: set[tuple[str, int | str]] = set()
+        for event in journal[1:]:
+            self._index(event)
+        self._unmatched = set(self._keys)
+
+    @property
+    def replaying(self) -> bool:
+        """Whether recorded events remain that the loop has not reached yet."""
+        return bool(self._unmatched)
+
+    def recorded(self, event: Event) -> bool:
+        """Whether ``event`` is already in the journal (then it must not be written again).
+
+        Raises:
+            ReplayDivergedError: The loop produced a new event while recorded ones are
+                still unmatched: the code no longer does what the journal says it did.
+        """
+        key = _key(event)
+        if key is not None and key in self._keys:
+            self._unmatched.discard(key)
+            return True
+        if self.read_only:
+            raise ReplayDivergedError(
+                f"run {self.started.run_id}: replaying produced {event.kind} at "
+                f"{getattr(event, 'step', '-')}, which the journal does not hold"
+            )
+        if self._unmatched:
+            pending = ", ".join(f"{kind}@{ref}" for kind, ref in sorted(self._unmatched, key=str))
+            raise ReplayDivergedError(
+                f"run {self.started.run_id}: the code produced {event.kind} at "
+                f"{getattr(event, 'step', '-')} but the journal still holds {pending}"
+            )
+        return False
+
+    def forbid_live(self, what: str) -> None:
+        """Raise if this is a read-only replay: ``what`` would have to run live."""
+        if self.read_only:
+            raise ReplayDivergedError(
+                f"run {self.started.run_id}: replaying would {what}; the journal does not record it"
+            )
+
+    def consume(self, *events: Event) -> None:
+        """Mark journal entries the loop used without producing them again."""
+        for event in events:
+            key = _key(event)
+            if key is not None:
+                self._unmatched.discard(key)
+
+    def _index(self, event: Event) -> None:
+        key = _key(event)
+        if key is None:
+            return
+        if key in self._keys:
+            raise ReplayDivergedError(f"run {event.run_id}: {key} appears twice in the journal")
+        self._keys.add(key)
+        match event:
+            case ModelResponded() | ModelFailed():
+                self.models[event.step] = event
+            case ToolCallStarted():
+                self.intents[event.step] = event
+            case ToolCallFinished():
+                self.results[event.step] = event
+            case ToolCallInDoubt():
+                self.in_doubt[event.step] = event
+            case ReviewDecided():
+                self.decisions[event.step] = event
+            case _:
+                pass
+
+
+def _key(event: Event) -> tuple[str, int | str] | None:
+    match event:
+        case RunStarted():
+            return None
+        case ResponseRejected():
+            return (event.kind, f"{event.step}:{event.reason}")
+        case LimitHit() | RunFinished():
+            return (event.kind, 0)
+        case (
+            ModelResponded()
+            | ModelFailed()
+            | ToolCallStarted()
+            | ToolCallFinished()
+            | ToolCallInDoubt()
+            | ReviewDecided()
+        ):
+            return (event.kind, event.step)

@@ -1,0 +1,154 @@
+"""Numbered schema migrations of the SQLite store.
+
+``MIGRATIONS[n - 1]`` is the SQL script that takes a database from version ``n - 1`` to
+version ``n``; the ``schema_version`` table records every version applied (the current
+one is the largest). Migrations run in order, all in one ``BEGIN IMMEDIATE`` transaction,
+so a crash or a second process never sees a half-migrated file.
+
+A file written by a newer tether is refused with :class:`~tether.errors.SchemaVersionError`
+*before anything is written to it*: no migration, no journal-mode change.
+
+Never edit a released migration; append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tether.errors import SchemaVersionError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "check_version",
+    "migrate",
+    "schema_version",
+    "split_statements",
+]
+
+_V1 = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    agent_ref TEXT,
+    user_id TEXT,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,        -- unix seconds, database clock
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    event_count INTEGER NOT NULL DEFAULT 0
+);
+-- claim next: pending or expired running runs, oldest first
+CREATE INDEX runs_claim ON runs (status, lease_expires_at, created_at);
+-- list_runs: newest first, optionally by agent
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX runs_agent ON runs (agent, created_at);
+-- prune
+CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE events (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,            -- 1 for run_started, then contiguous
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,              -- tether.store.codec: the event without run_id, kind
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+"""SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The newest schema version this tether knows (and creates)."""
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    applied_at REAL NOT NULL         -- unix seconds, database clock
+)
+"""
+_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version of the open database (0 for an empty file). Read-only."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0])
+
+
+def check_version(conn: sqlite3.Connection, *, name: str) -> int:
+    """Return the database's schema version after checking this tether can use it. Read-only.
+
+    Args:
+        conn: An open connection.
+        name: How to call the database in the error message (its path).
+
+    Raises:
+        SchemaVersionError: The database was written by a newer tether.
+    """
+    found = schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{name} has schema version {found}, but this tether supports versions up to "
+            f"{SCHEMA_VERSION}: upgrade tether to open it (the file was not changed)"
+        )
+    return found
+
+
+def migrate(conn: sqlite3.Connection, *, name: str) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; return the version it had before.
+
+    Needs a connection in autocommit mode (``isolation_level=None``); applies the missing
+    migrations in one ``BEGIN IMMEDIATE`` transaction, so concurrent openers migrate once.
+
+    Raises:
+        SchemaVersionError: The database was written by a newer tether (nothing written).
+    """
+    if check_version(conn, name=name) == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated between the check above and our write lock.
+        found = check_version(conn, name=name)
+        conn.execute(_VERSION_TABLE)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in split_statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
+            conn.execute(
+                f"INSERT INTO schema_version (version, applied_at) VALUES (?, {_NOW})", (version,)
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def split_statements(script: str) -> list[str]:
+    """Split an SQL script into statements (``executescript`` would commit our transaction).
+
+    Uses :func:`sqlite3.complete_statement`, so semicolons inside strings, comments and
+    trigger bodies do not split.
+    """
+    statements: list[str] = []
+    current = ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \t\r\n;"):
+                statements.append(current.strip())
+            current = ""
+    if current.strip(" \t\r\n;"):
+        statements.append(current.strip())  # no final semicolon; SQLite will judge it
+    return statements
