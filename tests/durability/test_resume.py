@@ -285,3 +285,48 @@ async def test_lease_is_renewed_during_a_long_run(tmp_path: Path) -> None:
     agent = Agent(name="l", model=ScriptedModel([call("wait"), "done"]), tools=[wait])
     result = await runtime.run(agent, "go")
     assert result.status is RunStatus.COMPLETED
+
+
+async def test_a_reviewed_run_can_be_resumed_again_after_another_crash(store: Store) -> None:
+    crashes: list[str] = []
+
+    def act(n: int) -> str:
+        if not crashes:
+            crashes.append("act")
+            raise Crash  # the at-most-once call dies in its window
+        return f"done {n}"
+
+    def read_it(n: int) -> str:
+        if len(crashes) == 1:
+            crashes.append("read")
+            raise Crash  # the next call dies too, after the review
+        return f"read {n}"
+
+    tools = [
+        tool(name="act", risk="external", effect="at_most_once")(act),
+        tool(name="read_it")(read_it),
+    ]
+    model = ScriptedModel([call("act", {"n": 1}), call("read_it", {"n": 2}), "finished"])
+    agent = Agent(name="r", model=model, tools=tools)
+    runtime = Tether(store=store)
+    run_id = await crash_once(runtime, agent)
+    assert (await runtime.resume(run_id, agent=agent)).status is RunStatus.NEEDS_REVIEW
+    await runtime.review(run_id, "skip")
+    with pytest.raises(Crash):
+        await runtime.resume(run_id, agent=agent)
+    result = await runtime.resume(run_id, agent=agent)
+    assert result.status is RunStatus.COMPLETED and result.output == "finished"
+    again = await runtime.resume(run_id, agent=agent)
+    assert again.status is RunStatus.COMPLETED and again.messages == result.messages
+
+
+async def test_crash_loop_is_journaled_even_mid_run(store: Store) -> None:
+    agent, _, _, runtime = make("read", store, crashes=10)
+    run_id = await crash_once(runtime, agent)
+    for _ in range(5):
+        lease = await store.claim("dead", lease_for=timedelta(0), run_id=run_id)
+    assert lease is not None
+    result = await runtime.drive(lease, agent)
+    assert result.status is RunStatus.FAILED and result.error is not None
+    assert result.error.error_class == "crash_loop"
+    assert (await store.events(run_id))[-1].kind == "run_finished"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, timedelta
+from unittest import mock
 
 import pytest
 
@@ -219,6 +221,53 @@ async def test_release_makes_a_running_run_pending_and_resets_attempts(harness: 
     three = await store.claim("w3", lease_for=LONG)
     assert three is not None
     assert (three.run_id, three.epoch, three.attempts) == (first.run_id, 3, 1)
+
+
+async def test_claim_next_orders_pending_and_lapsed_runs_by_age(harness: Harness) -> None:
+    store = harness.store
+    runs = [started() for _ in range(70)]  # more lapsed leases than the SQLite probe takes
+    for run in runs:
+        await store.create_run(run)
+    released = await store.claim("w", lease_for=LONG)
+    assert released is not None and released.run_id == runs[0].run_id
+    await store.release(released)  # pending again, and still the oldest
+    first = await store.claim("w", lease_for=LONG)
+    assert first is not None and first.run_id == runs[0].run_id
+    for i, run in enumerate(runs[1:]):
+        # Younger runs get shorter leases: lapsing order is not creation order.
+        lease = await store.claim("w", lease_for=SHORT + timedelta(milliseconds=2 * (70 - i)))
+        assert lease is not None and lease.run_id == run.run_id
+    await harness.wait(PAST_SHORT + 0.15)
+    newest = started()
+    await store.create_run(newest)
+    order = []
+    while (lease := await store.claim("w2", lease_for=LONG)) is not None:
+        order.append(lease.run_id)
+        if len(order) == 10:
+            await store.release(lease)  # pending again, older than the rest: next
+            assert await store.claim("w2", lease_for=LONG) == dataclasses.replace(
+                lease, epoch=lease.epoch + 1, attempts=1, expires_at=mock.ANY
+            )
+    assert order == [r.run_id for r in runs[1:]] + [newest.run_id]
+
+
+async def test_a_released_lease_cannot_write(harness: Harness) -> None:
+    store = harness.store
+    first = started()
+    await store.create_run(first)
+    lease = await store.claim("w", lease_for=LONG)
+    assert lease is not None
+    await store.release(lease)
+    before = await store.get_run(first.run_id)
+    with pytest.raises(LeaseLostError, match="released"):
+        await store.append([model_failed(first.run_id)], lease)
+    with pytest.raises(LeaseLostError, match="released"):
+        await store.renew(lease, lease_for=LONG)
+    await store.release(lease)
+    assert await store.get_run(first.run_id) == before
+    assert list(await store.events(first.run_id)) == [first]
+    again = await store.claim("w", lease_for=LONG)
+    assert again is not None and again.epoch == 2
 
 
 async def test_claim_by_id(harness: Harness) -> None:

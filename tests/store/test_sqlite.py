@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import sqlite3
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,8 @@ from tests.store.samples import model_failed, started
 from tether.errors import ConfigurationError, LeaseLostError, RunStateError, SchemaVersionError
 from tether.status import RunStatus
 from tether.store import SqliteStore
-from tether.store.migrations import SCHEMA_VERSION, split_statements
+from tether.store import sqlite as sqlite_store
+from tether.store.migrations import MIGRATIONS, SCHEMA_VERSION, split_statements
 
 LONG = timedelta(minutes=5)
 
@@ -105,15 +108,53 @@ async def test_migrates_a_new_file_once(tmp_path: Path) -> None:
             (v,) for v in range(1, SCHEMA_VERSION + 1)
         ]
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert {"runs_claim", "runs_created", "runs_agent", "runs_finished"} <= indexes
-        plan = " ".join(
-            r[3]
-            for r in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT run_id FROM runs WHERE status = 'pending' "
-                "AND lease_expires_at IS NULL ORDER BY created_at LIMIT 1"
-            )
-        )
-        assert "runs_claim" in plan
+        assert {"runs_claim", "runs_queue", "runs_created", "runs_agent"} <= indexes
+        params = {"status": "running", "now": 0.0, "limit": 65}
+        first_free = query_plan(conn, sqlite_store._FIRST_FREE, params)
+        assert "USING COVERING INDEX runs_queue (status=?)" in first_free
+        assert "TEMP B-TREE FOR ORDER BY" not in first_free  # no sort of all candidates
+        lapsed = query_plan(conn, sqlite_store._LAPSED, params)
+        assert "USING COVERING INDEX runs_claim (status=? AND lease_expires_at<?)" in lapsed
+    finally:
+        conn.close()
+    assert_intact(path)
+
+
+def query_plan(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> str:
+    return " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+@pytest.mark.anyio
+async def test_upgrades_a_version_1_file_keeping_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for statement in split_statements(MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.close()
+    old = SqliteStore(tmp_path / "scratch.db")  # to write rows the way version 1 did
+    first = started()
+    await old.create_run(first)
+    await old.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("ATTACH ? AS scratch", (str(tmp_path / "scratch.db"),))
+    conn.execute("INSERT INTO runs SELECT * FROM scratch.runs")
+    conn.execute("INSERT INTO events SELECT * FROM scratch.events")
+    conn.execute("DETACH scratch")
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        assert list(await store.events(first.run_id)) == [first]
+        lease = await store.claim("w", lease_for=LONG)
+        assert lease is not None and lease.run_id == first.run_id
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
     finally:
         conn.close()
     assert_intact(path)
@@ -267,7 +308,7 @@ async def test_processes_never_claim_the_same_run_twice(tmp_path: Path) -> None:
     for process in processes:
         process.start()
     try:
-        claims = dict(results.get(timeout=45) for _ in processes)
+        claims = collect(results, processes)
     finally:
         for process in processes:
             process.join(timeout=10)
@@ -275,7 +316,6 @@ async def test_processes_never_claim_the_same_run_twice(tmp_path: Path) -> None:
                 process.kill()
     assert all(p.exitcode == 0 for p in processes)
 
-    print({owner: len(claimed) for owner, claimed in claims.items()})
     every_claim = [run_id for claimed in claims.values() for run_id in claimed]
     assert Counter(every_claim) == Counter(ids)  # each run exactly once
     assert sum(1 for claimed in claims.values() if claimed) >= 2  # they really competed
@@ -293,6 +333,20 @@ async def test_processes_never_claim_the_same_run_twice(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert_intact(path)
+
+
+def collect(results: Any, processes: list[Any]) -> dict[str, list[str]]:
+    """Each worker's claims; fails at once if a worker died instead of reporting."""
+    claims: dict[str, list[str]] = {}
+    while len(claims) < len(processes):
+        try:
+            owner, claimed = results.get(timeout=0.2)
+        except queue.Empty:
+            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            assert not dead, f"a worker died with exit code {dead[0]}"
+            continue
+        claims[owner] = claimed
+    return claims
 
 
 def test_split_statements_respects_strings_comments_and_triggers() -> None:

@@ -70,6 +70,12 @@ class DurableCalls:
     async def execute(self, record: CallRecord, checked: Validated) -> None:
         """Fill ``record`` from the journal, a review decision, or a live call."""
         replay, step = self.journal.replay, record.step
+        decision = replay.decisions.get(step)
+        if decision is not None:
+            replay.consume(decision)
+            doubted = replay.in_doubt.get(step)
+            if doubted is not None:
+                replay.consume(doubted)
         result = replay.results.get(step)
         if result is not None:
             record.outcome = ToolOutcome(
@@ -78,12 +84,7 @@ class DurableCalls:
             record.executed = result.executed
             return
         if step in replay.intents:
-            decision = replay.decisions.get(step)
             if decision is not None:
-                replay.consume(decision)
-                doubted = replay.in_doubt.get(step)
-                if doubted is not None:
-                    replay.consume(doubted)
                 if decision.decision != "retry":
                     _apply_decision(record, decision)
                     return

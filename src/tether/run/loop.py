@@ -447,6 +447,7 @@ class Run(Generic[OutputT]):
 
     async def abandon(self, error_class: str, message: str) -> RunResult[OutputT]:
         """End the run ``failed`` without running it (for example after a crash loop)."""
+        self.replay.consume_all()
         return await self.finish(_failure(RunStatus.FAILED, error_class, message))
 
     def _loop_ending(self, records: Sequence[CallRecord]) -> _Ending | None:

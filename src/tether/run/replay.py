@@ -85,6 +85,10 @@ class Replay:
                 f"run {self.started.run_id}: replaying would {what}; the journal does not record it"
             )
 
+    def consume_all(self) -> None:
+        """Stop matching: what follows is written regardless of what is recorded."""
+        self._unmatched.clear()
+
     def consume(self, *events: Event) -> None:
         """Mark journal entries the loop used without producing them again."""
         for event in events:

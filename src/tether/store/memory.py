@@ -108,7 +108,7 @@ class InMemoryStore:
     async def release(self, lease: Lease) -> None:
         """Give a run up cleanly; see :meth:`Store.release`."""
         run = self._runs.get(lease.run_id)
-        if run is None or run.epoch != lease.epoch:
+        if run is None or run.epoch != lease.epoch or run.record.lease_owner is None:
             return
         status = run.record.status
         run.record = dataclasses.replace(
@@ -184,6 +184,9 @@ class InMemoryStore:
             raise LeaseLostError(
                 f"run {lease.run_id} is owned by a newer lease (epoch {run.epoch} > {lease.epoch})"
             )
+        if run.record.lease_owner is None:
+            # Released: the run may be claimed again, so its old holder must not write.
+            raise LeaseLostError(f"run {lease.run_id}: lease epoch {lease.epoch} was released")
         return run
 
 

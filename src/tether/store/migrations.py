@@ -60,7 +60,12 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_V2 = """
+-- claim next (see sqlite.py): each status in creation order, lease at hand
+CREATE INDEX runs_queue ON runs (status, created_at, lease_expires_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -49,13 +49,27 @@ _RUN_COLUMNS = (
     "lease_owner, lease_expires_at, finished_at, event_count"
 )
 
-_CLAIM_NEXT = """
-SELECT run_id FROM runs
-WHERE status IN (:pending, :running)
-  AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+# Claim next = the oldest (created_at, then insertion) pending run, or running run whose
+# lease lapsed. Pending runs have no lease and running runs always have one (release clears
+# it and makes the run pending), so each status gets a query that stays cheap:
+#
+# - the oldest pending run: the first entry of runs_queue for the status;
+# - lapsed running runs: a range of runs_claim on lease_expires_at, usually a handful (the
+#   oldest is picked in Python). When there are more than _FEW (after a crash, all of
+#   them), walking runs_queue in creation order instead skips only the live running runs
+#   older than the first lapsed one (the active runs of the workers), not sorting them all.
+_FIRST_FREE = """
+SELECT run_id, created_at, rowid FROM runs INDEXED BY runs_queue
+WHERE status = :status AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
 ORDER BY created_at, rowid
 LIMIT 1
 """
+_LAPSED = """
+SELECT run_id, created_at, rowid FROM runs INDEXED BY runs_claim
+WHERE status = :status AND lease_expires_at <= :now
+LIMIT :limit
+"""
+_FEW = 64
 
 _CLAIM = """
 UPDATE runs SET
@@ -75,17 +89,18 @@ UPDATE runs SET
     lease_owner = NULL,
     lease_expires_at = NULL,
     updated_at = :now
-WHERE run_id = :run_id AND lease_epoch = :epoch
+WHERE run_id = :run_id AND lease_epoch = :epoch AND lease_owner IS NOT NULL
 """
 
-# The fence: the row moves only if the lease's epoch is still the current one.
+# The fence: the row moves only if the lease's epoch is still the current one and the
+# lease was not released.
 _APPEND = """
 UPDATE runs SET
     event_count = event_count + :count,
     status = coalesce(:status, status),
     updated_at = :now,
     finished_at = CASE WHEN :finished THEN :now ELSE finished_at END
-WHERE run_id = :run_id AND lease_epoch = :epoch
+WHERE run_id = :run_id AND lease_epoch = :epoch AND lease_owner IS NOT NULL
 """
 
 
@@ -160,10 +175,9 @@ class SqliteStore:
         """Claim a run; see :meth:`Store.claim`. The lease runs on the database clock."""
         with self._write() as (conn, now):
             if run_id is None:
-                row = conn.execute(_CLAIM_NEXT, {**_STATUSES, "now": now}).fetchone()
-                if row is None:
+                target = _next_claimable(conn, now)
+                if target is None:
                     return None
-                target: str = row[0]
             else:
                 row = conn.execute(
                     "SELECT status, lease_expires_at FROM runs WHERE run_id = ?", (run_id,)
@@ -199,7 +213,8 @@ class SqliteStore:
         with self._write() as (conn, now):
             expires = now + lease_for.total_seconds()
             updated = conn.execute(
-                "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_epoch = ?",
+                "UPDATE runs SET lease_expires_at = ? "
+                "WHERE run_id = ? AND lease_epoch = ? AND lease_owner IS NOT NULL",
                 (expires, lease.run_id, lease.epoch),
             )
             if updated.rowcount == 0:
@@ -356,13 +371,29 @@ def _connect(
     return conn
 
 
+def _next_claimable(conn: sqlite3.Connection, now: float) -> str | None:
+    pending = {"status": RunStatus.PENDING.value, "now": now}
+    running = {"status": RunStatus.RUNNING.value, "now": now}
+    candidates = conn.execute(_FIRST_FREE, pending).fetchall()
+    lapsed = conn.execute(_LAPSED, {**running, "limit": _FEW + 1}).fetchall()
+    if len(lapsed) > _FEW:
+        lapsed = conn.execute(_FIRST_FREE, running).fetchall()
+    candidates += lapsed
+    if not candidates:
+        return None
+    run_id: str = min(candidates, key=lambda row: (row[1], row[2]))[0]
+    return run_id
+
+
 def _raise_fenced(conn: sqlite3.Connection, lease: Lease) -> None:
     row = conn.execute("SELECT lease_epoch FROM runs WHERE run_id = ?", (lease.run_id,)).fetchone()
     if row is None:
         raise RunNotFoundError(f"no run {lease.run_id}")
-    raise LeaseLostError(
-        f"run {lease.run_id} is owned by a newer lease (epoch {row[0]} > {lease.epoch})"
-    )
+    if row[0] != lease.epoch:
+        raise LeaseLostError(
+            f"run {lease.run_id} is owned by a newer lease (epoch {row[0]} > {lease.epoch})"
+        )
+    raise LeaseLostError(f"run {lease.run_id}: lease epoch {lease.epoch} was released")
 
 
 def _claimable_by_id(status: RunStatus, expires: float | None, now: float) -> bool:

@@ -1,0 +1,271 @@
+"""The crash suite: workers are killed (failpoints and random SIGKILLs) over many runs.
+
+A supervisor submits scripted runs, keeps worker processes alive (restarting each one
+that dies), kills them at random, resolves runs that end in ``needs_review``, and when
+every run has finished checks the invariants against the journal and the external
+ledger (:mod:`tests.crash.ledger`), which no one kills.
+
+``CHAOS_RUNS`` sets the number of runs (default 100); ``make chaos N=1000`` runs the big
+tier by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from tether import Agent, RunStatus, Tether
+from tether.errors import RunStateError
+from tether.events import (
+    ModelResponded,
+    RunFinished,
+    ToolCallFinished,
+    ToolCallInDoubt,
+    ToolCallStarted,
+)
+from tether.store import SqliteStore
+from tether.testing import FaultPlan, FunctionModel
+from tests.crash import agents, ledger
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = int(os.environ.get("CHAOS_RUNS", "100"))
+WORKERS = 2
+DEADLINE_S = 240
+FAILPOINTS = ",".join(
+    [
+        "before_intent:0.02",
+        "after_intent_before_call:0.03",
+        "after_call_before_result:0.05",
+        "after_result_before_next:0.02",
+        "before_terminal_write:0.03",
+        "during_lease_renew:0.05",
+    ]
+)
+
+
+def plan(rng: random.Random) -> str:
+    return "".join(rng.choice("TNL") for _ in range(rng.randint(2, 6)))
+
+
+class Supervisor:
+    def __init__(self, tmp: Path, rng: random.Random) -> None:
+        self.store_url = f"sqlite:///{tmp / 'journal.db'}"
+        self.ledger = tmp / "ledger.db"
+        self.rng = rng
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.kills = Counter[str]()
+        self.spawned = 0
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        self.spawned += 1
+        env = {
+            **os.environ,
+            "CHAOS_LEDGER": str(self.ledger),
+            "TETHER_FAILPOINTS": FAILPOINTS,
+            "TETHER_FAILPOINTS_SEED": str(self.rng.random()),
+            "TETHER_STORE": self.store_url,
+        }
+        command = [
+            sys.executable, "-m", "tether", "worker",
+            "--concurrency", "4", "--lease", "1", "--poll", "0.05",
+        ]  # fmt: skip
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def tend(self) -> None:
+        """Restart dead workers; count how they died."""
+        alive = []
+        for worker in self.workers:
+            code = worker.poll()
+            if code is None:
+                alive.append(worker)
+            elif code == -signal.SIGKILL:
+                self.kills["failpoint_or_poison"] += 1
+            else:
+                raise AssertionError(f"a worker exited with {code}")
+        self.workers = alive
+        while len(self.workers) < WORKERS:
+            self.workers.append(self.spawn())
+
+    def kill_one(self) -> None:
+        victim = self.rng.choice(self.workers)
+        if victim.poll() is None:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            self.kills["random"] += 1
+            self.workers.remove(victim)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def raising_agent(name: str) -> Agent:
+    """The same tools, each set to raise; the model raises too. Replay must use neither."""
+    source = agents.chaos if name == "chaos" else agents.poison
+    plan_ = FaultPlan()
+    for t in source.tools:
+        plan_.raise_on(t.name, RuntimeError("replay must not call tools"))
+
+    def no_model(messages, tools):  # type: ignore[no-untyped-def]
+        raise RuntimeError("replay must not call the model")
+
+    return Agent(
+        name=source.name,
+        model=FunctionModel(no_model),
+        tools=plan_.apply(list(source.tools)),
+        limits=source.limits,
+    ), plan_
+
+
+@pytest.mark.timeout(DEADLINE_S + 60)
+def test_no_run_lost_no_effect_repeated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(int(os.environ.get("CHAOS_SEED", "20261124")))
+    supervisor = Supervisor(tmp_path, rng)
+    monkeypatch.setenv("CHAOS_LEDGER", str(supervisor.ledger))
+    ledger.connect(supervisor.ledger).close()
+    store = SqliteStore(tmp_path / "journal.db")
+    runtime = Tether(store=store)
+    plans: dict[str, str] = {}
+
+    async def submit_all() -> str:
+        for _ in range(RUNS):
+            task = plan(rng)
+            plans[await runtime.submit("tests.crash.agents:chaos", task)] = task
+        return await runtime.submit("tests.crash.agents:poison", "boom")
+
+    poison_id = asyncio.run(submit_all())
+    reviews = 0
+    started = time.monotonic()
+    try:
+        while True:
+            supervisor.tend()
+            time.sleep(rng.uniform(0.2, 0.6))
+            if rng.random() < 0.5:
+                supervisor.kill_one()
+            reviews += asyncio.run(resolve_reviews(runtime, rng))
+            if asyncio.run(all_finished(store)):
+                break
+            assert time.monotonic() - started < DEADLINE_S, asyncio.run(progress(store))
+    finally:
+        supervisor.stop()
+
+    kills = sum(supervisor.kills.values())
+    print(f"\nchaos: {RUNS} runs, {kills} kills {dict(supervisor.kills)}, {reviews} reviews, "
+          f"{supervisor.spawned} workers, {time.monotonic() - started:.1f} s")  # fmt: skip
+    assert kills >= 30, f"only {kills} kills; the suite must kill at least 30 times"
+    asyncio.run(check_invariants(store, supervisor.ledger, plans, poison_id))
+
+
+async def resolve_reviews(runtime: Tether, rng: random.Random) -> int:
+    """A person looks at each run in needs_review: skip the call, or record that it worked."""
+    count = 0
+    for record in await runtime.store.list_runs(status=RunStatus.NEEDS_REVIEW):
+        try:
+            if rng.random() < 0.5:
+                await runtime.review(record.run_id, "skip", reviewer="supervisor")
+            else:
+                await runtime.review(
+                    record.run_id, "result", result='"sent"', reviewer="supervisor"
+                )
+        except RunStateError:
+            continue  # a worker still holds it, or is just writing its pause
+        count += 1
+    return count
+
+
+async def all_finished(store: SqliteStore) -> bool:
+    return all(r.finished_at is not None for r in await store.list_runs())
+
+
+async def progress(store: SqliteStore) -> str:
+    lines = [str(Counter(r.status.value for r in await store.list_runs()))]
+    for r in await store.list_runs():
+        if r.finished_at is None:
+            tail = [e.kind for e in (await store.events(r.run_id))[-4:]]
+            lines.append(
+                f"{r.run_id} {r.status.value} attempts={r.attempts} owner={r.lease_owner} "
+                f"until={r.lease_expires_at} tail={tail}"
+            )
+    return "\n".join(lines)
+
+
+async def check_invariants(
+    store: SqliteStore, ledger_path: Path, plans: dict[str, str], poison_id: str
+) -> None:
+    db = sqlite3.connect(ledger_path)
+    records = {r.run_id: r for r in await store.list_runs()}
+    assert set(records) == set(plans) | {poison_id}, "0 lost runs"
+
+    attempts = Counter((tool, run, step) for tool, run, step in db.execute(
+        "SELECT tool, run_id, step FROM attempts"))  # fmt: skip
+    transfers = Counter(key for (key,) in db.execute("SELECT key FROM transfers"))
+    notifications = Counter((r, s) for r, s in db.execute("SELECT run_id, step FROM notifications"))
+    intended_keys: set[str] = set()
+    in_doubt_total = 0
+
+    for run_id, record in records.items():
+        journal = await store.events(run_id)
+        finished = [e for e in journal if isinstance(e, RunFinished)]
+        assert len(finished) == 1 and journal[-1] is finished[0], f"{run_id}: one terminal, last"
+        steps = sorted(e.step for e in journal if isinstance(e, ModelResponded | ToolCallFinished))
+        assert steps == list(range(1, len(steps) + 1)), f"{run_id}: steps contiguous"
+        started = {e.step: e for e in journal if isinstance(e, ToolCallStarted)}
+        results = {e.step for e in journal if isinstance(e, ToolCallFinished)}
+        assert set(started) <= results, f"{run_id}: 0 orphaned tool calls"
+        doubted = {e.step for e in journal if isinstance(e, ToolCallInDoubt)}
+        in_doubt_total += len(doubted)
+        for step, intent in started.items():
+            if intent.tool == "transfer":
+                intended_keys.add(intent.idempotency_key)
+                assert transfers[intent.idempotency_key] == 1, "idempotent: exactly once"
+            if intent.tool == "notify":
+                assert attempts[("notify", run_id, step)] <= 1, "at most once: never re-entered"
+                assert notifications[(run_id, step)] <= 1
+                if attempts[("notify", run_id, step)] == 0:
+                    assert step in doubted, f"{run_id} step {step}: killed before the call"
+        for step in doubted:
+            assert started[step].tool == "notify", "only at-most-once calls are put in doubt"
+        if run_id == poison_id:
+            assert finished[0].status is RunStatus.FAILED
+            assert finished[0].error_class == "crash_loop"
+        else:
+            assert finished[0].status is RunStatus.COMPLETED, (run_id, finished[0])
+            agent, faults = raising_agent("chaos")
+            replayed = await Tether(store=store).replay(run_id, agent=agent)
+            assert replayed.status is RunStatus.COMPLETED
+            assert replayed.output == finished[0].output
+            assert sum(faults.invocations(t.name) for t in agent.tools) == 0
+    assert set(transfers) <= intended_keys, "no transfer without a journaled intent"
+    # Every at-most-once call that was entered but has no clean result was put in doubt.
+    for (tool, run_id, step), count in attempts.items():
+        if tool != "notify":
+            continue
+        journal = await store.events(run_id)
+        finished_call = next(
+            (e for e in journal if isinstance(e, ToolCallFinished) and e.step == step), None
+        )
+        doubted = any(isinstance(e, ToolCallInDoubt) and e.step == step for e in journal)
+        assert finished_call is not None
+        assert count == 1
+        if finished_call.content != "sent" or doubted:
+            assert doubted, f"{run_id} step {step}: a kill in the window must yield needs_review"
+    integrity = sqlite3.connect(store.path).execute("PRAGMA integrity_check").fetchone()[0]
+    assert integrity == "ok"
+    print(f"chaos: {in_doubt_total} calls went in doubt and were reviewed")
