@@ -284,7 +284,8 @@ class Tether:
         lease = await self.store.claim(
             self.owner, lease_for=self.lease_for, run_id=run_id, force=True
         )
-        assert lease is not None  # force always claims an existing run
+        if lease is None:  # it finished between the check above and the claim
+            raise RunStateError(f"run {run_id} already finished")
         finished = RunFinished(
             run_id=run_id,
             status=RunStatus.CANCELLED,
@@ -310,6 +311,11 @@ class Tether:
     ) -> RunResult[_OutputT]:
         """Execute the run ``lease`` holds, keeping the lease renewed; release it after.
 
+        An unexpected exception (a bug, a broken store) is treated like a crash: the lease
+        is *not* released, so it lapses and the attempt counts towards ``max_crashes``
+        instead of being retried in a tight loop. An interruption (``KeyboardInterrupt``,
+        cancellation) releases it cleanly.
+
         Raises:
             LeaseLostError: Another owner took the run; this process wrote nothing more.
         """
@@ -321,22 +327,23 @@ class Tether:
             subscribers=(*self.subscribers, *subscribers),
         )
         run = Run(agent, writer, clock=self.clock, should_stop=should_stop)
-        lost = False
         try:
             if lease.attempts - 1 > self.max_crashes:
-                return await run.abandon(
+                result = await run.abandon(
                     "crash_loop",
                     f"the run's worker died {lease.attempts - 1} times in a row "
                     f"(max_crashes={self.max_crashes})",
                 )
-            async with self._renewing(lease):
-                return await run.execute()
-        except LeaseLostError:
-            lost = True
+            else:
+                async with self._renewing(lease):
+                    result = await run.execute()
+        except Exception:
+            raise  # a crash: the lease lapses (see above)
+        except BaseException:
+            await self.store.release(lease)
             raise
-        finally:
-            if not lost:
-                await self.store.release(writer.lease)
+        await self.store.release(lease)
+        return result
 
     async def fail(self, lease: Lease, error_class: str, message: str) -> None:
         """End the run ``lease`` holds as ``failed`` without running it, and release it."""

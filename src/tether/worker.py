@@ -1,8 +1,9 @@
 """The worker: executes pending runs and recovers runs whose owner died.
 
-A worker claims runs from the store (oldest first: ``pending``, then ``running`` runs
-whose lease expired), loads each agent from the run's ``agent_ref`` and drives it with
-:meth:`Tether.drive <tether.runtime.Tether.drive>`, up to ``concurrency`` at a time.
+A worker claims runs from the store (oldest created first, among ``pending`` runs and
+``running`` runs whose lease lapsed), loads each agent from the run's ``agent_ref`` and
+drives it with :meth:`Tether.drive <tether.runtime.Tether.drive>`, up to ``concurrency``
+at a time.
 :meth:`Worker.stop` (``SIGTERM`` in ``tether worker``) stops claiming; each active run
 stops at its next step boundary and releases its lease, losing nothing.
 """
@@ -125,8 +126,9 @@ class Worker:
             logger.warning("lost the lease of run %s to another owner", lease.run_id)
             return
         except Exception:
+            # Counted as a crash: the lease lapses and the run is retried until
+            # max_crashes, then ends crash_loop; never retried in a tight loop.
             logger.exception("run %s failed inside the worker", lease.run_id)
-            await self.tether.store.release(lease)
             return
         if result.status.is_terminal:
             self.stats.finished += 1

@@ -12,10 +12,10 @@ import signal
 import sqlite3
 from functools import cache
 
+from tests.crash import ledger
 from tether import Agent, RunContext, RunLimits, tool
 from tether.messages import AssistantMessage, UserMessage
 from tether.testing import FunctionModel, call
-from tests.crash import ledger
 
 
 @cache

@@ -209,7 +209,10 @@ async def test_replay_detects_a_changed_agent(store: Store) -> None:
     run_id = await crash_once(runtime, agent)
     other = Agent(name="r", model=ScriptedModel(["different"]), tools=[])
     with pytest.raises(ReplayDivergedError):
-        await Tether(store=store).resume(run_id, agent=other)
+        await Tether(store=store, owner="w2").resume(run_id, agent=other)
+    # Treated as a crash: the lease is kept until it lapses and the attempt counts.
+    record = await store.get_run(run_id)
+    assert record is not None and record.lease_owner == "w2" and record.attempts == 1
 
 
 async def test_fencing_stops_a_worker_whose_run_was_taken(store: Store) -> None:
@@ -329,4 +332,6 @@ async def test_crash_loop_is_journaled_even_mid_run(store: Store) -> None:
     result = await runtime.drive(lease, agent)
     assert result.status is RunStatus.FAILED and result.error is not None
     assert result.error.error_class == "crash_loop"
-    assert (await store.events(run_id))[-1].kind == "run_finished"
+    journal = await store.events(run_id)
+    assert [e.kind for e in journal][-2:] == ["tool_call_finished", "run_finished"]
+    assert journal[-2].error_class == "crash_loop", "the orphaned intent got a result"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.durability import agents
 from tether import RunStatus, Tether
 from tether.store import SqliteStore
 from tether.worker import Worker
-from tests.durability import agents
 
 pytestmark = pytest.mark.anyio
 

@@ -25,8 +25,8 @@ from tether.store import Store
 pytestmark = pytest.mark.anyio
 
 LONG = timedelta(minutes=5)
-SHORT = timedelta(milliseconds=50)
-PAST_SHORT = 0.12  # seconds to wait until a SHORT lease has surely lapsed
+SHORT = timedelta(milliseconds=100)  # long enough to outlast a few writes on a busy machine
+PAST_SHORT = 0.2  # seconds to wait until a SHORT lease has surely lapsed
 
 
 async def test_is_a_store(harness: Harness) -> None:
@@ -234,10 +234,12 @@ async def test_claim_next_orders_pending_and_lapsed_runs_by_age(harness: Harness
     first = await store.claim("w", lease_for=LONG)
     assert first is not None and first.run_id == runs[0].run_id
     for i, run in enumerate(runs[1:]):
-        # Younger runs get shorter leases: lapsing order is not creation order.
-        lease = await store.claim("w", lease_for=SHORT + timedelta(milliseconds=2 * (70 - i)))
-        assert lease is not None and lease.run_id == run.run_id
-    await harness.wait(PAST_SHORT + 0.15)
+        # Younger runs get shorter leases: lapsing order is not creation order. By id, so
+        # that a slow machine, where the first leases lapse before the last claim, passes.
+        lease_for = SHORT + timedelta(milliseconds=5 * (70 - i))
+        lease = await store.claim("w", lease_for=lease_for, run_id=run.run_id)
+        assert lease is not None
+    await harness.wait(PAST_SHORT + 0.35)
     newest = started()
     await store.create_run(newest)
     order = []
@@ -364,6 +366,7 @@ async def test_run_finished_sets_status_and_finished_at(harness: Harness) -> Non
     assert record.finished_at is not None
     assert await store.claim("w", lease_for=LONG) is None
     assert await store.claim("w", lease_for=LONG, run_id=first.run_id) is None
+    assert await store.claim("w", lease_for=LONG, run_id=first.run_id, force=True) is None
 
 
 async def test_list_runs_newest_first_with_filters(harness: Harness) -> None:

@@ -446,8 +446,34 @@ class Run(Generic[OutputT]):
         return _failure(RunStatus.NEEDS_REVIEW, "in_doubt", message, paused=True)
 
     async def abandon(self, error_class: str, message: str) -> RunResult[OutputT]:
-        """End the run ``failed`` without running it (for example after a crash loop)."""
+        """End the run ``failed`` without running it (for example after a crash loop).
+
+        Calls whose intent is journaled without a result get one saying their outcome is
+        unknown, so the journal holds no orphaned call.
+        """
         self.replay.consume_all()
+        for step, intent in sorted(self.replay.intents.items()):
+            if step in self.replay.results:
+                continue
+            content = error_result(
+                error_class,
+                f"the run was abandoned ({message}); whether this call took effect is unknown",
+                tool=intent.tool,
+            )
+            self.journal.emit(
+                ToolCallFinished(
+                    run_id=intent.run_id,
+                    step=step,
+                    call_id=intent.call_id,
+                    tool=intent.tool,
+                    content=content,
+                    is_error=True,
+                    error_class=error_class,
+                    executed=True,
+                    repeated=False,
+                    at=self.clock.now(),
+                )
+            )
         return await self.finish(_failure(RunStatus.FAILED, error_class, message))
 
     def _loop_ending(self, records: Sequence[CallRecord]) -> _Ending | None:

@@ -85,7 +85,8 @@ class Store(Protocol):
         Without ``run_id``, claims the oldest ``pending`` run or ``running`` run whose lease
         expired. With ``run_id``, claims that run if its status is in
         :data:`CLAIMABLE_BY_ID` and no live lease holds it; ``force`` takes it even from a
-        live owner (cancellation). Returns ``None`` when nothing is claimable.
+        live owner (cancellation). A finished run is never claimed. Returns ``None`` when
+        nothing is claimable.
 
         Raises:
             RunNotFoundError: ``run_id`` is unknown.
@@ -93,7 +94,10 @@ class Store(Protocol):
         ...
 
     async def renew(self, lease: Lease, *, lease_for: timedelta) -> Lease:
-        """Extend a lease. Raises ``LeaseLostError`` if its epoch is no longer current."""
+        """Extend a lease.
+
+        Raises ``LeaseLostError`` if its epoch is no longer current or it was released.
+        """
         ...
 
     async def release(self, lease: Lease) -> None:
@@ -109,7 +113,8 @@ class Store(Protocol):
         The run's status moves as the events say (see ``tether.events.status_after``).
 
         Raises:
-            LeaseLostError: ``lease.epoch`` is no longer current. Nothing was written.
+            LeaseLostError: ``lease.epoch`` is no longer current, or the lease was
+                released. Nothing was written.
         """
         ...
 

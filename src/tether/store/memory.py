@@ -75,6 +75,8 @@ class InMemoryStore:
             found = self._runs.get(run_id)
             if found is None:
                 raise RunNotFoundError(f"no run {run_id}")
+            if found.record.finished_at is not None:
+                return None
             if not force and not _claimable_by_id(found.record, now):
                 return None
             run = found

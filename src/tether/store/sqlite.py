@@ -180,10 +180,13 @@ class SqliteStore:
                     return None
             else:
                 row = conn.execute(
-                    "SELECT status, lease_expires_at FROM runs WHERE run_id = ?", (run_id,)
+                    "SELECT status, lease_expires_at, finished_at FROM runs WHERE run_id = ?",
+                    (run_id,),
                 ).fetchone()
                 if row is None:
                     raise RunNotFoundError(f"no run {run_id}")
+                if row[2] is not None:
+                    return None
                 if not force and not _claimable_by_id(RunStatus(row[0]), row[1], now):
                     return None
                 target = run_id
