@@ -33,6 +33,7 @@ class CallRecord:
     in_doubt: bool = False
     """The call may have run and its outcome is unknown; a person must decide."""
     digest: str | None = None
+    idempotency_key: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -49,6 +49,7 @@ class DurableCalls:
         """Queue the intent of ``checked`` (with its idempotency key and effect)."""
         failpoint("before_intent")
         self.in_flight[record.call.id] = record.step
+        record.idempotency_key = idempotency_key(self.state.run_id, checked.digest)
         self.journal.emit(
             ToolCallStarted(
                 run_id=self.state.run_id,
@@ -56,7 +57,7 @@ class DurableCalls:
                 call_id=record.call.id,
                 tool=checked.tool.name,
                 arguments=checked.arguments,
-                idempotency_key=idempotency_key(self.state.run_id, checked.digest),
+                idempotency_key=record.idempotency_key,
                 effect=checked.tool.effect.value,
                 at=self.now(),
             )
@@ -102,7 +103,8 @@ class DurableCalls:
             user=self.state.user,
             step=record.step,
             call_id=record.call.id,
-            idempotency_key=idempotency_key(self.state.run_id, checked.digest),
+            idempotency_key=record.idempotency_key
+            or idempotency_key(self.state.run_id, checked.digest),
         )
         record.outcome = await execute(
             checked,

@@ -61,6 +61,8 @@ class Replay:
             ReplayDivergedError: The loop produced a new event while recorded ones are
                 still unmatched: the code no longer does what the journal says it did.
         """
+        if not self._keys and not self.read_only:
+            return False  # a new run: nothing is recorded beyond run_started
         key = _key(event)
         if key is not None and key in self._keys:
             self._unmatched.discard(key)

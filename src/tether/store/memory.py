@@ -23,9 +23,37 @@ __all__ = ["InMemoryStore"]
 
 @dataclass(slots=True)
 class _Run:
-    record: RunRecord
+    """A run's row, mutable (the store owns it); :attr:`record` is its frozen view."""
+
+    started: RunStarted
+    created_at: datetime
+    updated_at: datetime
+    status: RunStatus = RunStatus.PENDING
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
     epoch: int = 0
     journal: list[Event] = field(default_factory=list[Event])
+
+    @property
+    def record(self) -> RunRecord:
+        started = self.started
+        return RunRecord(
+            run_id=started.run_id,
+            agent=started.agent,
+            agent_ref=started.agent_ref,
+            user=started.user,
+            task=started.task,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            attempts=self.attempts,
+            lease_owner=self.lease_owner,
+            lease_expires_at=self.lease_expires_at,
+            finished_at=self.finished_at,
+            events=len(self.journal),
+        )
 
 
 class InMemoryStore:
@@ -44,22 +72,7 @@ class InMemoryStore:
         if started.run_id in self._runs:
             raise RunStateError(f"run {started.run_id} already exists")
         now = self._clock.now()
-        record = RunRecord(
-            run_id=started.run_id,
-            agent=started.agent,
-            agent_ref=started.agent_ref,
-            user=started.user,
-            task=started.task,
-            status=RunStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            attempts=0,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=None,
-            events=1,
-        )
-        self._runs[started.run_id] = _Run(record, journal=[started])
+        self._runs[started.run_id] = _Run(started, now, now, journal=[started])
 
     async def claim(
         self, owner: str, *, lease_for: timedelta, run_id: str | None = None, force: bool = False
@@ -67,76 +80,66 @@ class InMemoryStore:
         """Claim a run; see :meth:`Store.claim`."""
         now = self._clock.now()
         if run_id is None:
-            candidates = [r for r in self._runs.values() if _claimable_next(r.record, now)]
+            candidates = [r for r in self._runs.values() if _claimable_next(r, now)]
             if not candidates:
                 return None
-            run = min(candidates, key=lambda r: r.record.created_at)
+            run = min(candidates, key=lambda r: r.created_at)
         else:
             found = self._runs.get(run_id)
             if found is None:
                 raise RunNotFoundError(f"no run {run_id}")
-            if found.record.finished_at is not None:
+            if found.finished_at is not None:
                 return None
-            if not force and not _claimable_by_id(found.record, now):
+            if not force and not _claimable_by_id(found, now):
                 return None
             run = found
         run.epoch += 1
-        expires = now + lease_for
-        run.record = dataclasses.replace(
-            run.record,
-            status=RunStatus.RUNNING
-            if run.record.status is RunStatus.PENDING
-            else run.record.status,
-            attempts=run.record.attempts + 1,
-            lease_owner=owner,
-            lease_expires_at=expires,
-            updated_at=now,
-        )
+        if run.status is RunStatus.PENDING:
+            run.status = RunStatus.RUNNING
+        run.attempts += 1
+        run.lease_owner = owner
+        run.lease_expires_at = now + lease_for
+        run.updated_at = now
         return Lease(
-            run_id=run.record.run_id,
+            run_id=run.started.run_id,
             owner=owner,
             epoch=run.epoch,
-            attempts=run.record.attempts,
-            expires_at=expires,
+            attempts=run.attempts,
+            expires_at=run.lease_expires_at,
         )
 
     async def renew(self, lease: Lease, *, lease_for: timedelta) -> Lease:
         """Extend a lease; see :meth:`Store.renew`."""
         run = self._fenced(lease)
-        expires = self._clock.now() + lease_for
-        run.record = dataclasses.replace(run.record, lease_expires_at=expires)
-        return dataclasses.replace(lease, expires_at=expires)
+        run.lease_expires_at = self._clock.now() + lease_for
+        return dataclasses.replace(lease, expires_at=run.lease_expires_at)
 
     async def release(self, lease: Lease) -> None:
         """Give a run up cleanly; see :meth:`Store.release`."""
         run = self._runs.get(lease.run_id)
-        if run is None or run.epoch != lease.epoch or run.record.lease_owner is None:
+        if run is None or run.epoch != lease.epoch or run.lease_owner is None:
             return
-        status = run.record.status
-        run.record = dataclasses.replace(
-            run.record,
-            status=RunStatus.PENDING if status is RunStatus.RUNNING else status,
-            attempts=0,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=self._clock.now(),
-        )
+        if run.status is RunStatus.RUNNING:
+            run.status = RunStatus.PENDING
+        run.attempts = 0
+        run.lease_owner = None
+        run.lease_expires_at = None
+        run.updated_at = self._clock.now()
 
     async def append(self, events: Sequence[Event], lease: Lease) -> None:
         """Append ``events`` if the lease is current; see :meth:`Store.append`."""
         run = self._fenced(lease)
         if any(e.run_id != lease.run_id for e in events):
             raise ValueError("every event must belong to the lease's run")
-        record = run.record
         now = self._clock.now()
         for event in events:
             status = status_after(event)
             if status is not None:
-                record = dataclasses.replace(record, status=status)
+                run.status = status
             if isinstance(event, RunFinished):
-                record = dataclasses.replace(record, finished_at=now)
+                run.finished_at = now
         run.journal.extend(events)
-        run.record = dataclasses.replace(record, events=len(run.journal), updated_at=now)
+        run.updated_at = now
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return a copy of the journal of ``run_id`` (empty if unknown)."""
@@ -159,17 +162,17 @@ class InMemoryStore:
         records = [
             r.record
             for r in reversed(self._runs.values())
-            if (status is None or r.record.status is status)
-            and (agent is None or r.record.agent == agent)
+            if (status is None or r.status is status)
+            and (agent is None or r.started.agent == agent)
         ]
-        return records if limit is None else records[:limit]
+        return records if limit is None else records[: max(limit, 0)]
 
     async def prune(self, *, finished_before: datetime) -> int:
         """Delete runs finished before ``finished_before``."""
         doomed = [
             run_id
             for run_id, run in self._runs.items()
-            if run.record.finished_at is not None and run.record.finished_at < finished_before
+            if run.finished_at is not None and run.finished_at < finished_before
         ]
         for run_id in doomed:
             del self._runs[run_id]
@@ -186,21 +189,21 @@ class InMemoryStore:
             raise LeaseLostError(
                 f"run {lease.run_id} is owned by a newer lease (epoch {run.epoch} > {lease.epoch})"
             )
-        if run.record.lease_owner is None:
+        if run.lease_owner is None:
             # Released: the run may be claimed again, so its old holder must not write.
             raise LeaseLostError(f"run {lease.run_id}: lease epoch {lease.epoch} was released")
         return run
 
 
-def _lease_live(record: RunRecord, now: datetime) -> bool:
-    return record.lease_expires_at is not None and record.lease_expires_at > now
+def _lease_live(run: _Run, now: datetime) -> bool:
+    return run.lease_expires_at is not None and run.lease_expires_at > now
 
 
-def _claimable_next(record: RunRecord, now: datetime) -> bool:
+def _claimable_next(record: _Run, now: datetime) -> bool:
     if record.status is RunStatus.PENDING:
         return not _lease_live(record, now)
     return record.status is RunStatus.RUNNING and not _lease_live(record, now)
 
 
-def _claimable_by_id(record: RunRecord, now: datetime) -> bool:
+def _claimable_by_id(record: _Run, now: datetime) -> bool:
     return record.status in CLAIMABLE_BY_ID and not _lease_live(record, now)

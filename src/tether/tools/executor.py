@@ -47,12 +47,15 @@ async def execute(
         max_output_chars: Longer results are truncated with an explicit marker.
     """
     tool = call.tool
-    deadline = asyncio.timeout(timeout_s)
+    deadline = None if timeout_s is None else asyncio.timeout(timeout_s)
     try:
-        async with deadline:
+        if deadline is None:
             value = await tool.invoke(call.arguments, context)
+        else:
+            async with deadline:
+                value = await tool.invoke(call.arguments, context)
     except TimeoutError as exc:
-        if deadline.expired():
+        if deadline is not None and deadline.expired():
             message = f"the call did not finish within {timeout_s:g} s"
             return _failure("tool_timeout", message, tool.name)
         return _failure("tool_error", f"TimeoutError: {exc}", tool.name)

@@ -18,7 +18,7 @@ import inspect
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar, get_type_hints, overload
@@ -104,11 +104,11 @@ class Tool:
     """Time one call may take; ``None`` means only the run's deadline applies."""
     definition: ToolDefinition
     """The name, description and JSON schema sent to models (built once)."""
+    is_async: bool = field(init=False)
+    """Whether the function is a coroutine function (computed)."""
 
-    @property
-    def is_async(self) -> bool:
-        """Whether the function is a coroutine function."""
-        return inspect.iscoroutinefunction(self.function)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function directly, bypassing validation."""

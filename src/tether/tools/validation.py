@@ -98,7 +98,7 @@ def _parse_json_object(raw: str) -> dict[str, Any]:
     """Parse with the rules pydantic's parser does not enforce: no NaN, no duplicate keys."""
     if not raw.strip():
         return {}
-    value = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    value = _DECODER.decode(raw)
     if not isinstance(value, dict):
         raise ValueError(f"expected an object, got {type(value).__name__}")
     return value
@@ -115,3 +115,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"duplicate key {key!r}")
         result[key] = value
     return result
+
+
+# Built once: json.loads() with hooks constructs a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
