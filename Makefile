@@ -4,7 +4,7 @@
 UV ?= uv
 PYTEST_ARGS ?=
 
-.PHONY: setup run check format format-check lint typecheck imports test bench
+.PHONY: setup run check format format-check lint typecheck imports test bench chaos
 
 setup:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.9"
@@ -38,3 +38,8 @@ test:
 
 bench: setup
 	$(UV) run --frozen python bench/loop_overhead.py
+
+# The big crash tier by hand: `make chaos N=1000` (CI runs 100 runs in `make check`).
+N ?= 1000
+chaos: setup
+	CHAOS_RUNS=$(N) $(UV) run --frozen pytest tests/crash -q -s -p no:cacheprovider

@@ -86,3 +86,26 @@ poison = Agent(
     model=FunctionModel(lambda messages, tools: call("explode"), name="poison"),
     tools=[explode],
 )
+
+
+@tool(risk="external", effect="idempotent")
+def slow_transfer(ctx: RunContext, amount: int) -> str:
+    """A keyed transfer that takes a while (long enough to be frozen mid-call)."""
+    import time as clock
+
+    db = _db()
+    ledger.record_attempt(db, "slow_transfer", ctx.run_id, ctx.step, ctx.idempotency_key)
+    clock.sleep(float(os.environ.get("CHAOS_SLOW_S", "2")))
+    db.execute(
+        "INSERT INTO transfers VALUES (?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+        (ctx.idempotency_key, ctx.run_id, ctx.step, amount),
+    )
+    return f"transferred {amount}"
+
+
+def _one_slow_call(messages, tools):  # type: ignore[no-untyped-def]
+    turn = sum(isinstance(m, AssistantMessage) for m in messages)
+    return call("slow_transfer", {"amount": 7}) if turn == 0 else "paid"
+
+
+slow = Agent(name="slow", model=FunctionModel(_one_slow_call, name="slow"), tools=[slow_transfer])
