@@ -36,7 +36,7 @@ def started(
     agent: str = "agent",
     task: str = "task",
     user: str | None = None,
-    agent_ref: str | None = None,
+    agent_ref: str | None = "pkg.agents:agent",
 ) -> RunStarted:
     return RunStarted(
         run_id=run_id or new_id(),

@@ -59,7 +59,7 @@ def test_naive_times_are_kept_as_text() -> None:
 
 
 def test_trailing_defaults_are_left_out_and_restored() -> None:
-    bare = started("r")
+    bare = started("r", agent_ref=None)
     micros = (AT - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     assert json.loads(encode_event(bare)) == ["agent", "task", None, micros]
     with_ref = started("r", agent_ref="m:a")

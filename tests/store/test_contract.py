@@ -461,3 +461,12 @@ async def test_times_are_utc_and_move_forward(harness: Harness) -> None:
     assert claimed.created_at == created.created_at
     assert claimed.updated_at.tzinfo is not None
     assert claimed.updated_at.astimezone(UTC) == claimed.updated_at
+
+
+async def test_runs_without_an_agent_ref_are_claimed_only_by_id(harness: Harness) -> None:
+    store = harness.store
+    orphan = started(agent_ref=None)
+    await store.create_run(orphan)
+    assert await store.claim("w", lease_for=LONG) is None, "a worker could not load it"
+    lease = await store.claim("w", lease_for=LONG, run_id=orphan.run_id)
+    assert lease is not None and lease.run_id == orphan.run_id

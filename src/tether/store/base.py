@@ -83,7 +83,8 @@ class Store(Protocol):
         """Claim a run: bump its epoch, count the attempt, mark it ``running``.
 
         Without ``run_id``, claims the oldest ``pending`` run or ``running`` run whose lease
-        expired. With ``run_id``, claims that run if its status is in
+        expired, among runs with an ``agent_ref`` (others can only be claimed by id, by a
+        process that holds the agent). With ``run_id``, claims that run if its status is in
         :data:`CLAIMABLE_BY_ID` and no live lease holds it; ``force`` takes it even from a
         live owner (cancellation). A finished run is never claimed. Returns ``None`` when
         nothing is claimable.

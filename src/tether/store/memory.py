@@ -200,6 +200,8 @@ def _lease_live(run: _Run, now: datetime) -> bool:
 
 
 def _claimable_next(record: _Run, now: datetime) -> bool:
+    if record.started.agent_ref is None:
+        return False  # only a process holding the agent can run it: claim it by id
     if record.status is RunStatus.PENDING:
         return not _lease_live(record, now)
     return record.status is RunStatus.RUNNING and not _lease_live(record, now)

@@ -61,12 +61,13 @@ _RUN_COLUMNS = (
 _FIRST_FREE = """
 SELECT run_id, created_at, rowid FROM runs INDEXED BY runs_queue
 WHERE status = :status AND (lease_expires_at IS NULL OR lease_expires_at <= :now)
+    AND agent_ref IS NOT NULL
 ORDER BY created_at, rowid
 LIMIT 1
 """
 _LAPSED = """
 SELECT run_id, created_at, rowid FROM runs INDEXED BY runs_claim
-WHERE status = :status AND lease_expires_at <= :now
+WHERE status = :status AND lease_expires_at <= :now AND agent_ref IS NOT NULL
 LIMIT :limit
 """
 _FEW = 64
