@@ -209,20 +209,39 @@ async def progress(store: SqliteStore) -> str:
 async def check_invariants(
     store: SqliteStore, ledger_path: Path, plans: dict[str, str], poison_id: str
 ) -> None:
-    db = sqlite3.connect(ledger_path)
-    records = {r.run_id: r for r in await store.list_runs()}
-    assert set(records) == set(plans) | {poison_id}, "0 lost runs"
-
-    attempts = Counter((tool, run, step) for tool, run, step in db.execute(
-        "SELECT tool, run_id, step FROM attempts"))  # fmt: skip
-    transfers = Counter(key for (key,) in db.execute("SELECT key FROM transfers"))
-    notifications = Counter((r, s) for r, s in db.execute("SELECT run_id, step FROM notifications"))
-    intended_keys: set[str] = set()
-    in_doubt_total = 0
-    crash_looped = 0
-
+    records = {r.run_id for r in await store.list_runs()}
+    assert records == set(plans) | {poison_id}, "0 lost runs"
+    oracle = Oracle(store, sqlite3.connect(ledger_path), poison_id)
     for run_id in records:
-        journal = await store.events(run_id)
+        await oracle.check_run(run_id)
+    assert set(oracle.transfers) <= oracle.intended_keys, "no transfer without an intent"
+    await oracle.check_entered_notifications()
+    integrity = sqlite3.connect(store.path).execute("PRAGMA integrity_check").fetchone()[0]
+    assert integrity == "ok"
+    print(f"chaos: {oracle.in_doubt} calls in doubt, {oracle.crash_looped} collateral crash loops")
+    assert oracle.crash_looped <= len(plans) * 15 // 100, "most runs must complete"
+
+
+class Oracle:
+    """Reads the journal and the ledger; asserts the invariants run by run."""
+
+    def __init__(self, store: SqliteStore, db: sqlite3.Connection, poison_id: str) -> None:
+        self.store = store
+        self.poison_id = poison_id
+        self.attempts = Counter(
+            (tool, run, step)
+            for tool, run, step in db.execute("SELECT tool, run_id, step FROM attempts")
+        )
+        self.transfers = Counter(key for (key,) in db.execute("SELECT key FROM transfers"))
+        self.notifications = Counter(
+            (run, step) for run, step in db.execute("SELECT run_id, step FROM notifications")
+        )
+        self.intended_keys: set[str] = set()
+        self.in_doubt = 0
+        self.crash_looped = 0
+
+    async def check_run(self, run_id: str) -> None:
+        journal = await self.store.events(run_id)
         finished = [e for e in journal if isinstance(e, RunFinished)]
         assert len(finished) == 1 and journal[-1] is finished[0], f"{run_id}: one terminal, last"
         steps = sorted(e.step for e in journal if isinstance(e, ModelResponded | ToolCallFinished))
@@ -231,52 +250,52 @@ async def check_invariants(
         results = {e.step for e in journal if isinstance(e, ToolCallFinished)}
         assert set(started) <= results, f"{run_id}: 0 orphaned tool calls"
         doubted = {e.step for e in journal if isinstance(e, ToolCallInDoubt)}
-        in_doubt_total += len(doubted)
-        for step, intent in started.items():
-            if intent.tool == "transfer":
-                intended_keys.add(intent.idempotency_key)
-                if finished[0].status is RunStatus.COMPLETED:
-                    assert transfers[intent.idempotency_key] == 1, "idempotent: exactly once"
-                else:  # abandoned (crash_loop): it may not have happened, never twice
-                    assert transfers[intent.idempotency_key] <= 1
-            if intent.tool == "notify":
-                assert attempts[("notify", run_id, step)] <= 1, "at most once: never re-entered"
-                assert notifications[(run_id, step)] <= 1
-                abandoned = finished[0].error_class == "crash_loop"
-                if attempts[("notify", run_id, step)] == 0 and not abandoned:
-                    assert step in doubted, f"{run_id} step {step}: killed before the call"
-        for step in doubted:
-            assert started[step].tool == "notify", "only at-most-once calls are put in doubt"
-        if run_id == poison_id or finished[0].status is RunStatus.FAILED:
+        self.in_doubt += len(doubted)
+        assert all(started[step].tool == "notify" for step in doubted), "only at-most-once"
+        abandoned = finished[0].error_class == "crash_loop"
+        for intent in started.values():
+            self._check_effect(intent, doubted, abandoned)
+        await self._check_ending(run_id, finished[0])
+
+    def _check_effect(self, intent: ToolCallStarted, doubted: set[int], abandoned: bool) -> None:
+        run_id, step = intent.run_id, intent.step
+        if intent.tool == "transfer":
+            self.intended_keys.add(intent.idempotency_key)
+            done = self.transfers[intent.idempotency_key]
+            # Completed runs: exactly once. Abandoned (crash_loop): perhaps not, never twice.
+            assert done == 1 if not abandoned else done <= 1, "idempotent: exactly once"
+        if intent.tool == "notify":
+            entered = self.attempts[("notify", run_id, step)]
+            assert entered <= 1, "at most once: never re-entered"
+            assert self.notifications[(run_id, step)] <= 1
+            if entered == 0 and not abandoned:
+                assert step in doubted, f"{run_id} step {step}: killed before the call"
+
+    async def _check_ending(self, run_id: str, finished: RunFinished) -> None:
+        if run_id == self.poison_id or finished.status is RunStatus.FAILED:
             # Runs that shared a worker with the poison run die with it; four deaths in a
             # row end a run crash_loop, which is the guard working, not a lost run.
-            assert finished[0].status is RunStatus.FAILED
-            assert finished[0].error_class == "crash_loop"
-            crash_looped += run_id != poison_id
-        else:
-            assert finished[0].status is RunStatus.COMPLETED, (run_id, finished[0])
-            agent, faults = raising_agent("chaos")
-            replayed = await Tether(store=store).replay(run_id, agent=agent)
-            assert replayed.status is RunStatus.COMPLETED
-            assert replayed.output == finished[0].output
-            assert sum(faults.invocations(t.name) for t in agent.tools) == 0
-    assert set(transfers) <= intended_keys, "no transfer without a journaled intent"
-    # Every at-most-once call that was entered but has no clean result was put in doubt.
-    for (tool, run_id, step), count in attempts.items():
-        if tool != "notify":
-            continue
-        journal = await store.events(run_id)
-        finished_call = next(
-            (e for e in journal if isinstance(e, ToolCallFinished) and e.step == step), None
-        )
-        doubted = any(isinstance(e, ToolCallInDoubt) and e.step == step for e in journal)
-        assert finished_call is not None
-        assert count == 1
-        if finished_call.error_class == "crash_loop":
-            continue  # abandoned with its outcome marked unknown
-        if finished_call.content != "sent" or doubted:
-            assert doubted, f"{run_id} step {step}: a kill in the window must yield needs_review"
-    integrity = sqlite3.connect(store.path).execute("PRAGMA integrity_check").fetchone()[0]
-    assert integrity == "ok"
-    print(f"chaos: {in_doubt_total} calls in doubt, {crash_looped} collateral crash loops")
-    assert crash_looped <= len(plans) * 15 // 100, "most runs must complete despite the kills"
+            assert finished.status is RunStatus.FAILED
+            assert finished.error_class == "crash_loop"
+            self.crash_looped += run_id != self.poison_id
+            return
+        assert finished.status is RunStatus.COMPLETED, (run_id, finished)
+        agent, faults = raising_agent("chaos")
+        replayed = await Tether(store=self.store).replay(run_id, agent=agent)
+        assert replayed.status is RunStatus.COMPLETED
+        assert replayed.output == finished.output
+        assert sum(faults.invocations(t.name) for t in agent.tools) == 0
+
+    async def check_entered_notifications(self) -> None:
+        """Every at-most-once call entered without a clean result was put in doubt."""
+        for (tool, run_id, step), count in self.attempts.items():
+            if tool != "notify":
+                continue
+            journal = await self.store.events(run_id)
+            call = next(e for e in journal if isinstance(e, ToolCallFinished) and e.step == step)
+            doubted = any(isinstance(e, ToolCallInDoubt) and e.step == step for e in journal)
+            assert count == 1
+            if call.error_class == "crash_loop":
+                continue  # abandoned with its outcome marked unknown
+            if call.content != "sent":
+                assert doubted, f"{run_id} step {step}: a kill in the window must need review"
