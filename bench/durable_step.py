@@ -104,7 +104,9 @@ async def raw_loop(model: ReplayModel, task: str, journal: RawJournal, run_id: s
     for _ in range(20):
         response = await model.request(messages, (), ModelSettings())  # type: ignore[arg-type]
         seq += 1
-        calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls]
+        calls = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
+        ]
         journal.write(run_id, seq, json.dumps({"text": response.text, "tool_calls": calls}))
         if not response.tool_calls:
             return response.text or ""

@@ -21,6 +21,7 @@ from tether.clock import Clock, SystemClock
 from tether.errors import (
     ConfigurationError,
     LeaseLostError,
+    ReplayDivergedError,
     RunNotFoundError,
     RunStateError,
 )
@@ -28,7 +29,15 @@ from tether.events import Event, ReviewDecided, RunFinished, RunStarted, ToolCal
 from tether.failpoints import failpoint
 from tether.ids import new_run_id
 from tether.loading import load_agent
-from tether.run import AgentSpec, Journal, Replay, Run, RunResult, Subscriber
+from tether.run import (
+    AgentSpec,
+    Journal,
+    Replay,
+    Run,
+    RunResult,
+    Subscriber,
+    result_from_journal,
+)
 from tether.status import RunStatus
 from tether.store import Lease, RunRecord, Store, open_store
 
@@ -183,9 +192,9 @@ class Tether:
             AgentLoadError: No agent was given and the reference does not load.
         """
         record = await self._record(run_id)
-        definition = agent or await self._load(record)
         if record.finished_at is not None:
-            return await self.replay(run_id, agent=definition)
+            return await self._finished_result(record, agent)
+        definition = agent or await self._load(record)
         journal = await self.store.events(run_id)
         undecided = _undecided_in_doubt(journal)
         if undecided:
@@ -200,6 +209,20 @@ class Tether:
                 f"{record.lease_expires_at}; it cannot be resumed now"
             )
         return await self.drive(lease, definition, subscribers=subscribers)
+
+    async def _finished_result(
+        self, record: RunRecord, agent: AgentSpec[Any] | None
+    ) -> RunResult[Any]:
+        """The result of a finished run: replayed with its agent when possible.
+
+        Otherwise (a run cancelled or abandoned outside the loop, or whose agent cannot be
+        loaded) it is read from the journal alone: ``messages`` is then empty and
+        ``output`` is text.
+        """
+        with contextlib.suppress(ReplayDivergedError, ConfigurationError):
+            definition = agent or await self._load(record)
+            return await self.replay(record.run_id, agent=definition)
+        return result_from_journal(await self.store.events(record.run_id))
 
     async def replay(self, run_id: str, *, agent: AgentSpec[Any]) -> RunResult[Any]:
         """Rebuild a run's result from its journal alone, writing nothing.

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from tether.cli.common import JsonOption, StoreOption, execute, fail, out, print_json
 from tether.cli.timeline import Timeline
@@ -75,13 +75,19 @@ def runs(
     if as_json:
         print_json([_record_json(r) for r in records])
         return
-    table = Table("run", "agent", "status", "events", "updated", "task", box=None)
+    table = Table(
+        Column("run", no_wrap=True, min_width=36),
+        Column("agent", no_wrap=True),
+        Column("status", no_wrap=True, min_width=16),
+        Column("updated", no_wrap=True, min_width=19),
+        Column("task", no_wrap=True, overflow="ellipsis"),
+        box=None,
+    )
     for r in records:
         table.add_row(
             r.run_id,
             escape(r.agent),
             r.status.value,
-            str(r.events),
             r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
             escape(r.task[:60]),
         )

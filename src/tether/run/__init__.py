@@ -4,6 +4,7 @@ from tether.run.journal import Journal, Subscriber
 from tether.run.loop import AgentSpec, Run
 from tether.run.outcome import OutputT, RunError, RunResult
 from tether.run.replay import Replay
+from tether.run.summary import result_from_journal
 
 __all__ = [
     "AgentSpec",
@@ -14,4 +15,5 @@ __all__ = [
     "RunError",
     "RunResult",
     "Subscriber",
+    "result_from_journal",
 ]

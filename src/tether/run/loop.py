@@ -340,7 +340,8 @@ class Run(Generic[OutputT]):
             output = await self._wrap_up(ending)
         if output is None and ending.status is not RunStatus.COMPLETED:
             output = state.last_text if self.agent.output_adapter is None else None
-        finished_at = self.clock.now()
+        recorded = self.replay.finished
+        finished_at = self.clock.now() if recorded is None else recorded.at
         error = ending.error
         if not ending.paused:
             failpoint("before_terminal_write")

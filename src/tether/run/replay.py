@@ -44,6 +44,7 @@ class Replay:
         self.results: dict[int, ToolCallFinished] = {}
         self.in_doubt: dict[int, ToolCallInDoubt] = {}
         self.decisions: dict[int, ReviewDecided] = {}
+        self.finished: RunFinished | None = None
         self._keys: set[tuple[str, int | str]] = set()
         for event in journal[1:]:
             self._index(event)
@@ -116,6 +117,8 @@ class Replay:
                 self.in_doubt[event.step] = event
             case ReviewDecided():
                 self.decisions[event.step] = event
+            case RunFinished():
+                self.finished = event
             case _:
                 pass
 
