@@ -148,11 +148,9 @@ class Tether:
             at=self.clock.now(),
             agent_ref=agent_ref,
         )
-        await self.store.create_run(started)
+        lease = await self.store.create_run(started, owner=self.owner, lease_for=self.lease_for)
+        assert lease is not None  # created claimed by this owner
         self._announce(started, subscribers)
-        lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=started.run_id)
-        if lease is None:  # pragma: no cover - only if another process claimed it first
-            raise RunStateError(f"run {started.run_id} was claimed by another owner")
         return await self.drive(lease, agent, subscribers=subscribers, journal=[started])
 
     def run_sync(
@@ -365,7 +363,8 @@ class Tether:
         except BaseException:
             await self.store.release(lease)
             raise
-        await self.store.release(lease)
+        if not writer.released:
+            await self.store.release(lease)
         return result
 
     async def fail(self, lease: Lease, error_class: str, message: str) -> None:

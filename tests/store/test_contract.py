@@ -470,3 +470,20 @@ async def test_runs_without_an_agent_ref_are_claimed_only_by_id(harness: Harness
     assert await store.claim("w", lease_for=LONG) is None, "a worker could not load it"
     lease = await store.claim("w", lease_for=LONG, run_id=orphan.run_id)
     assert lease is not None and lease.run_id == orphan.run_id
+
+
+async def test_create_run_claimed_and_append_with_release(harness: Harness) -> None:
+    store = harness.store
+    first = started()
+    lease = await store.create_run(first, owner="me", lease_for=LONG)
+    assert lease is not None and lease.epoch == 1 and lease.attempts == 1
+    record = await store.get_run(first.run_id)
+    assert record is not None and record.status is RunStatus.RUNNING
+    assert record.lease_owner == "me"
+    assert await store.claim("other", lease_for=LONG) is None, "it is owned already"
+    await store.append([finished(first.run_id, RunStatus.COMPLETED)], lease, release=True)
+    record = await store.get_run(first.run_id)
+    assert record is not None and record.status is RunStatus.COMPLETED
+    assert record.lease_owner is None and record.attempts == 0 and record.events == 2
+    with pytest.raises(LeaseLostError):
+        await store.append([model_failed(first.run_id)], lease)

@@ -64,7 +64,11 @@ class DurableCalls:
         )
 
     async def intents_recorded(self) -> None:
-        """Commit the intents: from here on, a crash leaves them in the journal."""
+        """Commit the model's response and the intents before any call runs.
+
+        From here on a crash leaves them in the journal: the response is never requested
+        (so never billed) again.
+        """
         await self.journal.flush()
         failpoint("after_intent_before_call")
 

@@ -35,22 +35,31 @@ class Journal:
         self.replay = replay
         self.subscribers = tuple(subscribers)
         self._outbox: list[Event] = []
+        self.released = False
+        """Whether the final flush released the lease."""
 
     def emit(self, event: Event) -> None:
         """Queue ``event`` unless the journal already holds it."""
         if not self.replay.recorded(event):
             self._outbox.append(event)
 
-    async def flush(self) -> None:
+    async def flush(self, *, release: bool = False) -> None:
         """Commit queued events in one transaction, then notify subscribers.
+
+        With ``release``, the lease is released in the same transaction (the run is over
+        or paused); :attr:`released` is then true.
 
         Raises:
             LeaseLostError: Another owner holds the run; nothing was written.
         """
         if not self._outbox:
+            if release:
+                await self.store.release(self.lease)
+                self.released = True
             return
         events, self._outbox = self._outbox, []
-        await self.store.append(events, self.lease)
+        await self.store.append(events, self.lease, release=release)
+        self.released = release
         for event in events:
             for subscriber in self.subscribers:
                 try:

@@ -355,7 +355,7 @@ class Run(Generic[OutputT]):
                     at=finished_at,
                 )
             )
-        await self.journal.flush()
+        await self.journal.flush(release=not self.replay.read_only)
         return RunResult(
             run_id=state.run_id,
             agent=state.agent,

@@ -69,8 +69,18 @@ class RunRecord:
 class Store(Protocol):
     """Runs, their append-only journals and their leases."""
 
-    async def create_run(self, started: RunStarted) -> None:
-        """Accept a run: its row (``pending``) and its first event, in one transaction.
+    async def create_run(
+        self,
+        started: RunStarted,
+        *,
+        owner: str | None = None,
+        lease_for: timedelta | None = None,
+    ) -> Lease | None:
+        """Accept a run: its row and its first event, in one transaction.
+
+        Without ``owner`` the run is ``pending`` and ``None`` is returned. With ``owner``
+        (and ``lease_for``) it is created already claimed by ``owner``, as
+        :meth:`claim` would (saving a transaction), and its lease is returned.
 
         Raises:
             RunStateError: A run with this id exists.
@@ -108,10 +118,12 @@ class Store(Protocol):
         """
         ...
 
-    async def append(self, events: Sequence[Event], lease: Lease) -> None:
+    async def append(self, events: Sequence[Event], lease: Lease, *, release: bool = False) -> None:
         """Append ``events`` (all of ``lease.run_id``) in one transaction.
 
         The run's status moves as the events say (see ``tether.events.status_after``).
+        With ``release`` the lease is also released (see :meth:`release`) in the same
+        transaction, saving one at the end of a run.
 
         Raises:
             LeaseLostError: ``lease.epoch`` is no longer current, or the lease was

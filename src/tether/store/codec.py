@@ -39,6 +39,8 @@ class _Layout:
     """Body positions: the event's fields in declaration order, minus the columns."""
     times: frozenset[str]
     """Fields typed ``datetime``: written as integer microseconds when tz-aware."""
+    defaults: dict[str, Any]
+    """JSON form of each field's default, for fields that have one."""
 
 
 def _layouts() -> dict[str, _Layout]:
@@ -47,8 +49,15 @@ def _layouts() -> dict[str, _Layout]:
         hints = typing.get_type_hints(cls)
         names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _COLUMNS)
         kind = next(f.default for f in dataclasses.fields(cls) if f.name == "kind")
+        defaults = {
+            f.name: TypeAdapter(hints[f.name]).dump_python(f.default, mode="json")
+            for f in dataclasses.fields(cls)
+            if f.name not in _COLUMNS and f.default is not dataclasses.MISSING
+        }
         layouts[str(kind)] = _Layout(
-            fields=names, times=frozenset(n for n in names if hints[n] is datetime)
+            fields=names,
+            times=frozenset(n for n in names if hints[n] is datetime),
+            defaults=defaults,
         )
     return layouts
 
@@ -68,7 +77,6 @@ def event_fields(kind: str) -> tuple[str, ...]:
 def encode_event(event: Event) -> str:
     """Return the compact body of ``event`` (JSON text; ``run_id`` and ``kind`` omitted)."""
     layout = _LAYOUTS[event.kind]
-    full = _ADAPTER.dump_python(event, mode="json")
     # Without defaults: nested values shrink, and a top-level field missing here is at its
     # default, so trailing ones can be left out and restored by the decoder.
     lean = _ADAPTER.dump_python(event, mode="json", exclude_defaults=True)
@@ -81,7 +89,7 @@ def encode_event(event: Event) -> str:
         if name in layout.times and value.utcoffset() is not None:
             values.append((value - _EPOCH) // _MICROSECOND)
         else:
-            values.append(lean.get(name, full[name]))
+            values.append(lean[name] if name in lean else layout.defaults[name])
     return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -67,12 +67,21 @@ class InMemoryStore:
         self._clock = clock or SystemClock()
         self._runs: dict[str, _Run] = {}
 
-    async def create_run(self, started: RunStarted) -> None:
-        """Accept a run: its row (``pending``) and its first event."""
+    async def create_run(
+        self,
+        started: RunStarted,
+        *,
+        owner: str | None = None,
+        lease_for: timedelta | None = None,
+    ) -> Lease | None:
+        """Accept a run: its row and its first event, claimed if ``owner`` is given."""
         if started.run_id in self._runs:
             raise RunStateError(f"run {started.run_id} already exists")
         now = self._clock.now()
         self._runs[started.run_id] = _Run(started, now, now, journal=[started])
+        if owner is None:
+            return None
+        return await self.claim(owner, lease_for=lease_for or timedelta(0), run_id=started.run_id)
 
     async def claim(
         self, owner: str, *, lease_for: timedelta, run_id: str | None = None, force: bool = False
@@ -126,7 +135,7 @@ class InMemoryStore:
         run.lease_expires_at = None
         run.updated_at = self._clock.now()
 
-    async def append(self, events: Sequence[Event], lease: Lease) -> None:
+    async def append(self, events: Sequence[Event], lease: Lease, *, release: bool = False) -> None:
         """Append ``events`` if the lease is current; see :meth:`Store.append`."""
         run = self._fenced(lease)
         if any(e.run_id != lease.run_id for e in events):
@@ -140,6 +149,8 @@ class InMemoryStore:
                 run.finished_at = now
         run.journal.extend(events)
         run.updated_at = now
+        if release:
+            await self.release(lease)
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return a copy of the journal of ``run_id`` (empty if unknown)."""

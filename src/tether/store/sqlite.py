@@ -102,6 +102,12 @@ UPDATE runs SET
     updated_at = :now,
     finished_at = CASE WHEN :finished THEN :now ELSE finished_at END
 WHERE run_id = :run_id AND lease_epoch = :epoch AND lease_owner IS NOT NULL
+RETURNING event_count
+"""
+_APPEND_ONLY = """
+UPDATE runs SET event_count = event_count + :count, updated_at = :now
+WHERE run_id = :run_id AND lease_epoch = :epoch AND lease_owner IS NOT NULL
+RETURNING event_count
 """
 
 
@@ -144,31 +150,56 @@ class SqliteStore:
         """The database file."""
         return self._path
 
-    async def create_run(self, started: RunStarted) -> None:
-        """Accept a run: its row (``pending``) and its first event, in one transaction."""
+    async def create_run(
+        self,
+        started: RunStarted,
+        *,
+        owner: str | None = None,
+        lease_for: timedelta | None = None,
+    ) -> Lease | None:
+        """Accept a run: its row and first event in one transaction; see the protocol.
+
+        With ``owner`` the run is created claimed by it (see :meth:`Store.create_run`).
+        """
         body = encode_event(started)
+        claimed = owner is not None
         with self._write() as (conn, now):
             exists = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (started.run_id,))
             if exists.fetchone() is not None:
                 raise RunStateError(f"run {started.run_id} already exists")
+            expires = now + (lease_for or timedelta(0)).total_seconds() if claimed else None
             conn.execute(
                 "INSERT INTO runs (run_id, agent, agent_ref, user_id, task, status,"
-                " created_at, updated_at, event_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                " created_at, updated_at, event_count, lease_owner, lease_expires_at,"
+                " lease_epoch, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
                 (
                     started.run_id,
                     started.agent,
                     started.agent_ref,
                     started.user,
                     started.task,
-                    RunStatus.PENDING.value,
+                    (RunStatus.RUNNING if claimed else RunStatus.PENDING).value,
                     now,
                     now,
+                    owner,
+                    expires,
+                    int(claimed),
+                    int(claimed),
                 ),
             )
             conn.execute(
                 "INSERT INTO events (run_id, seq, kind, body) VALUES (?, 1, ?, ?)",
                 (started.run_id, started.kind, body),
             )
+        if owner is None or expires is None:
+            return None
+        return Lease(
+            run_id=started.run_id,
+            owner=owner,
+            epoch=1,
+            attempts=1,
+            expires_at=_to_datetime(expires),
+        )
 
     async def claim(
         self, owner: str, *, lease_for: timedelta, run_id: str | None = None, force: bool = False
@@ -232,7 +263,7 @@ class SqliteStore:
                 _RELEASE, {**_STATUSES, "now": now, "run_id": lease.run_id, "epoch": lease.epoch}
             )
 
-    async def append(self, events: Sequence[Event], lease: Lease) -> None:
+    async def append(self, events: Sequence[Event], lease: Lease, *, release: bool = False) -> None:
         """Append ``events`` if the lease is current; see :meth:`Store.append`.
 
         Raises:
@@ -249,9 +280,12 @@ class SqliteStore:
                 status = moved_to
         finished = any(isinstance(e, RunFinished) for e in events)
         rows = [(e.kind, encode_event(e)) for e in events]
+        moves = status is not None or finished
         with self._write() as (conn, now):
+            # Without a status move, leave the indexed columns alone so their index
+            # entries are not rewritten (about 3 WAL pages less per commit).
             updated = conn.execute(
-                _APPEND,
+                _APPEND if moves else _APPEND_ONLY,
                 {
                     "count": len(rows),
                     "status": None if status is None else status.value,
@@ -261,16 +295,19 @@ class SqliteStore:
                     "epoch": lease.epoch,
                 },
             )
-            if updated.rowcount == 0:
+            returned = updated.fetchone()
+            if returned is None:
                 _raise_fenced(conn, lease)
-            (count,) = conn.execute(
-                "SELECT event_count FROM runs WHERE run_id = ?", (lease.run_id,)
-            ).fetchone()
-            first = count - len(rows) + 1
+            first = returned[0] - len(rows) + 1
             conn.executemany(
                 "INSERT INTO events (run_id, seq, kind, body) VALUES (?, ?, ?, ?)",
                 [(lease.run_id, first + i, kind, body) for i, (kind, body) in enumerate(rows)],
             )
+            if release:
+                conn.execute(
+                    _RELEASE,
+                    {**_STATUSES, "now": now, "run_id": lease.run_id, "epoch": lease.epoch},
+                )
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return the journal of ``run_id`` in order (empty if the run is unknown)."""
