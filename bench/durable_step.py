@@ -27,52 +27,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tether import Agent, ModelResponse, RunLimits, RunStatus, Tether, ToolCall, tool
-from tether.messages import Message, ToolDefinition
+from _workload import STEPS, ReplayModel, add, plain_add, responses
+
+from tether import Agent, RunLimits, RunStatus, Tether
 from tether.models import ModelSettings
 from tether.store import SqliteStore
 
-STEPS = 9
 TARGET_US_PER_STEP_FULL = 250.0
 REPO = Path(__file__).resolve().parent.parent
 
 Synchronous = Literal["FULL", "NORMAL"]
-
-
-def plain_add(a: int, b: int) -> int:
-    return a + b
-
-
-add = tool(name="add", risk="read")(plain_add)
-
-
-def responses() -> list[ModelResponse]:
-    calls = [
-        ToolCall(id=f"call_{i}", name="add", arguments=json.dumps({"a": i, "b": i + 1}))
-        for i in range(4)
-    ]
-    return [ModelResponse(tool_calls=(c,)) for c in calls] + [ModelResponse(text="Done: 28.")]
-
-
-class ReplayModel:
-    """Returns pre-built responses in order; the cheapest possible model."""
-
-    name = "replay"
-
-    def __init__(self, script: list[ModelResponse]) -> None:
-        self.script = script
-        self.index = 0
-
-    async def request(
-        self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
-    ) -> ModelResponse:
-        response = self.script[self.index]
-        self.index += 1
-        return response
 
 
 class RawJournal:

@@ -26,13 +26,12 @@ import json
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from _workload import ReplayModel
+
 from tether import Agent, ModelResponse, RunLimits, RunStatus, Tether, ToolCall, tool
-from tether.messages import Message, ToolDefinition
-from tether.models import ModelSettings
 from tether.store import SqliteStore
 
 TARGET_BYTES_9_STEPS = 2048
@@ -62,23 +61,6 @@ def script(rounds: int, pairs: int) -> list[ModelResponse]:
     responses = [ModelResponse(tool_calls=(next_call(),)) for _ in range(rounds)]
     responses += [ModelResponse(tool_calls=(next_call(), next_call())) for _ in range(pairs)]
     return [*responses, ModelResponse(text="The sum is 3.")]
-
-
-class ReplayModel:
-    """Returns pre-built responses in order; the cheapest possible model."""
-
-    name = "replay"
-
-    def __init__(self, responses: list[ModelResponse]) -> None:
-        self.responses = responses
-        self.index = 0
-
-    async def request(
-        self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
-    ) -> ModelResponse:
-        response = self.responses[self.index]
-        self.index += 1
-        return response
 
 
 async def journal_one(path: Path, steps: int) -> dict[str, Any]:

@@ -17,47 +17,14 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from tether import Agent, InMemoryStore, ModelResponse, RunLimits, RunStatus, Tether, ToolCall, tool
-from tether.messages import Message, ToolDefinition
+from _workload import STEPS, ReplayModel, add, plain_add, responses
+
+from tether import Agent, InMemoryStore, RunLimits, RunStatus, Tether
 from tether.models import ModelSettings
 
-STEPS = 9
 TARGET_US_PER_STEP = 20.0
-
-
-def plain_add(a: int, b: int) -> int:
-    return a + b
-
-
-add = tool(name="add", risk="read")(plain_add)
-
-
-def responses() -> list[ModelResponse]:
-    calls = [
-        ToolCall(id=f"call_{i}", name="add", arguments=json.dumps({"a": i, "b": i + 1}))
-        for i in range(4)
-    ]
-    return [ModelResponse(tool_calls=(c,)) for c in calls] + [ModelResponse(text="Done: 28.")]
-
-
-class ReplayModel:
-    """Returns pre-built responses in order; the cheapest possible model."""
-
-    name = "replay"
-
-    def __init__(self, script: list[ModelResponse]) -> None:
-        self.script = script
-        self.index = 0
-
-    async def request(
-        self, messages: Sequence[Message], tools: Sequence[ToolDefinition], settings: ModelSettings
-    ) -> ModelResponse:
-        response = self.script[self.index]
-        self.index += 1
-        return response
 
 
 async def raw_loop(model: ReplayModel, task: str) -> str:

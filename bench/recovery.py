@@ -62,10 +62,10 @@ class DiesBeforeResult:
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
 
-    async def append(self, events: Sequence[Event], lease: Lease) -> None:
+    async def append(self, events: Sequence[Event], lease: Lease, *, release: bool = False) -> None:
         if any(isinstance(e, ToolCallFinished) for e in events):
             raise SimulatedCrash("the owner died after the call, before its result")
-        await self._store.append(events, lease)
+        await self._store.append(events, lease, release=release)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
