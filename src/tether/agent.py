@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from tether.errors import ConfigurationError
 from tether.models import Model, ModelSettings
 from tether.run import OutputT, RunResult, Subscriber
-from tether.runtime import Tether
+from tether.runtime import Tether, run_blocking
 from tether.settings import RunLimits
 from tether.tools import Tool
 
@@ -90,7 +90,13 @@ class Agent(Generic[OutputT]):
                 ``./.tether/tether.db``).
             subscribers: Functions called with every event of this run.
         """
-        return await (runtime or Tether()).run(self, task, user=user, subscribers=subscribers)
+        if runtime is not None:
+            return await runtime.run(self, task, user=user, subscribers=subscribers)
+        own = Tether()
+        try:
+            return await own.run(self, task, user=user, subscribers=subscribers)
+        finally:
+            await own.close()
 
     def run_sync(
         self,
@@ -101,4 +107,4 @@ class Agent(Generic[OutputT]):
         subscribers: Sequence[Subscriber] = (),
     ) -> RunResult[OutputT]:
         """Blocking :meth:`run`, for scripts and the REPL."""
-        return (runtime or Tether()).run_sync(self, task, user=user, subscribers=subscribers)
+        return run_blocking(self.run(task, user=user, runtime=runtime, subscribers=subscribers))

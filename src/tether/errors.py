@@ -9,7 +9,7 @@ The tree::
 
     TetherError                   base class; ``error_class`` and ``retryable`` on every instance
     ├── ConfigurationError        an agent, tool or argument is defined wrongly (a bug to fix)
-    │   └── AgentLoadError        ``module:attr`` or ``path.py:attr`` could not be loaded
+    │   ├── AgentLoadError        ``module:attr`` or ``path.py:attr`` could not be loaded
     │   └── SchemaVersionError    a database was written by a newer tether; nothing was touched
     ├── ModelError                a model request failed; the run ends ``failed``
     ├── ToolError                 raised by tool authors to report a failure to the model

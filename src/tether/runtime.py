@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -25,7 +26,15 @@ from tether.errors import (
     RunNotFoundError,
     RunStateError,
 )
-from tether.events import Event, ReviewDecided, RunFinished, RunStarted, ToolCallInDoubt
+from tether.events import (
+    Event,
+    ReviewDecided,
+    RunFinished,
+    RunStarted,
+    ToolCallFinished,
+    ToolCallInDoubt,
+    ToolCallStarted,
+)
 from tether.failpoints import failpoint
 from tether.ids import new_run_id
 from tether.loading import load_agent
@@ -40,6 +49,7 @@ from tether.run import (
 )
 from tether.status import RunStatus
 from tether.store import Lease, RunRecord, Store, open_store
+from tether.tools import error_result
 
 __all__ = ["DEFAULT_LEASE", "MAX_CRASHES", "Decision", "Tether", "run_blocking"]
 
@@ -149,7 +159,8 @@ class Tether:
             agent_ref=agent_ref,
         )
         lease = await self.store.create_run(started, owner=self.owner, lease_for=self.lease_for)
-        assert lease is not None  # created claimed by this owner
+        if lease is None:
+            raise RunStateError(f"the store did not claim run {started.run_id} at creation")
         self._announce(started, subscribers)
         return await self.drive(lease, agent, subscribers=subscribers, journal=[started])
 
@@ -245,51 +256,48 @@ class Tether:
         decision: Decision,
         *,
         result: str | None = None,
-        step: int | None = None,
         reviewer: str | None = None,
     ) -> list[int]:
-        """Journal a person's decision about calls in doubt; return the steps decided.
+        """Journal a person's decision about the calls in doubt; return their steps.
 
-        The run becomes ``pending`` again: :meth:`resume` it (or let a worker) to
-        continue. ``retry`` runs the call again; ``skip`` tells the model its outcome is
-        unknown; ``result`` records ``result`` as what the call returned.
+        The decision applies to every call of the run that is in doubt (they were cut
+        short together). The run becomes ``pending`` again: :meth:`resume` it (or let a
+        worker) to continue. ``retry`` runs the calls again; ``skip`` tells the model their
+        outcome is unknown; ``result`` records ``result`` (JSON text) as what they returned.
 
         Raises:
-            RunStateError: Nothing in the run is in doubt (or not at ``step``), or
-                ``result`` is missing for a ``result`` decision.
+            RunStateError: Nothing in the run is in doubt, or ``result`` is missing for a
+                ``result`` decision, given for another, or not JSON.
         """
         if (decision == "result") != (result is not None):
             raise RunStateError("give `result` exactly when the decision is 'result'")
+        if result is not None:
+            try:
+                json.loads(result)
+            except ValueError as exc:
+                raise RunStateError(f"`result` must be JSON: {exc}") from None
         record = await self._record(run_id)
-        undecided = _undecided_in_doubt(await self.store.events(run_id))
-        steps = [s for s in undecided if step is None or s == step]
+        events = await self.store.events(run_id)
+        steps = _undecided_in_doubt(events)
         if record.status is not RunStatus.NEEDS_REVIEW or not steps:
-            raise RunStateError(
-                f"run {run_id} has no call in doubt" + (f" at step {step}" if step else "")
-            )
+            raise RunStateError(f"run {run_id} has no call in doubt")
         lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=run_id)
         if lease is None:
             raise RunStateError(f"run {run_id} is owned by {record.lease_owner}")
-        events = await self.store.events(run_id)
         calls = {e.step: e.call_id for e in events if isinstance(e, ToolCallInDoubt)}
-        try:
-            await self.store.append(
-                [
-                    ReviewDecided(
-                        run_id=run_id,
-                        step=s,
-                        call_id=calls[s],
-                        decision=decision,
-                        result=result,
-                        reviewer=reviewer,
-                        at=self.clock.now(),
-                    )
-                    for s in steps
-                ],
-                lease,
+        decided = [
+            ReviewDecided(
+                run_id=run_id,
+                step=s,
+                call_id=calls[s],
+                decision=decision,
+                result=result,
+                reviewer=reviewer,
+                at=self.clock.now(),
             )
-        finally:
-            await self.store.release(lease)
+            for s in steps
+        ]
+        await self.store.append(decided, lease, release=True)
         return steps
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled") -> RunRecord:
@@ -315,10 +323,8 @@ class Tether:
             error_message=reason,
             at=self.clock.now(),
         )
-        try:
-            await self.store.append([finished], lease)
-        finally:
-            await self.store.release(lease)
+        events = [*_answer_orphans(await self.store.events(run_id), reason, self.clock), finished]
+        await self.store.append(events, lease, release=True)
         return await self._record(run_id)
 
     async def drive(
@@ -466,6 +472,28 @@ class _Renewal:
         except Exception:  # a busy store: try again next time, the lease has slack
             logger.exception("renewing the lease of run %s failed", self.lease.run_id)
         self._timer = self._loop.call_later(self._interval, self._fire)
+
+
+def _answer_orphans(journal: Sequence[Event], reason: str, clock: Clock) -> list[Event]:
+    """Results for calls whose intent has none, so a cancelled journal has no orphan."""
+    answered = {e.step for e in journal if isinstance(e, ToolCallFinished)}
+    orphans = [e for e in journal if isinstance(e, ToolCallStarted) and e.step not in answered]
+    message = f"the run was cancelled ({reason}); whether this call took effect is unknown"
+    return [
+        ToolCallFinished(
+            run_id=intent.run_id,
+            step=intent.step,
+            call_id=intent.call_id,
+            tool=intent.tool,
+            content=error_result("cancelled", message, tool=intent.tool),
+            is_error=True,
+            error_class="cancelled",
+            executed=True,
+            repeated=False,
+            at=clock.now(),
+        )
+        for intent in orphans
+    ]
 
 
 def _undecided_in_doubt(journal: Sequence[Event]) -> list[int]:

@@ -561,7 +561,6 @@ def test_review_refuses_bad_decisions_and_no_resume_only_journals(cli: Cli) -> N
         (["--retry", "--skip"], "choose exactly one"),
         (["--skip", "--result", "{}"], "choose exactly one"),
         (["--result", "{not json"], "--result must be JSON"),
-        (["--skip", "--step", "7"], "no call in doubt at step 7"),
     ]
     refusals = cli.many(*(["review", run_id, *flags] for flags, _ in bad))
     for (flags, message), done in zip(bad, refusals, strict=True):
@@ -571,7 +570,7 @@ def test_review_refuses_bad_decisions_and_no_resume_only_journals(cli: Cli) -> N
     assert "review_decided" not in cli.kinds(run_id)
     assert cli.stored(run_id).status is RunStatus.NEEDS_REVIEW
 
-    done = cli("review", run_id, "--skip", "--step", "2", "--no-resume")
+    done = cli("review", run_id, "--skip", "--no-resume")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "decided steps [2]; the run is pending"
     decided = cli.events(run_id)[-1]
@@ -629,7 +628,9 @@ def test_cancel_a_running_run_fences_its_worker(cli: Cli) -> None:
         assert blocked.worker.returncode == 0, err
         assert out.strip() == "claimed 1 · finished 0 · released 0 · lost 1"
     events = cli.events(run_id)
-    assert "tool_call_finished" not in [e.kind for e in events]
+    finished_calls = [e for e in events if e.kind == "tool_call_finished"]
+    # Only the cancel's answer to the interrupted call: the worker's own write was refused.
+    assert [e.error_class for e in finished_calls] == ["cancelled"]  # type: ignore[union-attr]
     assert isinstance(events[-1], RunFinished) and events[-1].status is RunStatus.CANCELLED
     assert cli.stored(run_id).status is RunStatus.CANCELLED
 

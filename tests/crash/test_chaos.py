@@ -40,7 +40,7 @@ from tether.testing import FaultPlan, FunctionModel
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("CHAOS_RUNS", "100"))
 WORKERS = 2
-DEADLINE_S = 240
+DEADLINE_S = max(240, RUNS * 3 // 10)
 FAILPOINTS = ",".join(
     [
         "before_intent:0.01",

@@ -233,7 +233,8 @@ async def test_fencing_stops_a_worker_whose_run_was_taken(store: Store) -> None:
         await runtime.run(agent, "go", subscribers=[grab])
     journal = await store.events(holder["run_id"])
     assert journal[-1].kind == "run_finished" and journal[-1].status is RunStatus.CANCELLED
-    assert not any(isinstance(e, ToolCallFinished) for e in journal), "the fenced write was refused"
+    results = [e for e in journal if isinstance(e, ToolCallFinished)]
+    assert [r.error_class for r in results] == ["cancelled"], "the fenced write was refused"
 
 
 async def test_crash_loop_ends_failed(store: Store) -> None:
@@ -335,3 +336,45 @@ async def test_crash_loop_is_journaled_even_mid_run(store: Store) -> None:
     journal = await store.events(run_id)
     assert [e.kind for e in journal][-2:] == ["tool_call_finished", "run_finished"]
     assert journal[-2].error_class == "crash_loop", "the orphaned intent got a result"
+
+
+async def test_cancel_answers_calls_cut_short(store: Store) -> None:
+    agent, _, _, runtime = make("at_most_once", store)
+    run_id = await crash_once(runtime, agent)
+    await runtime.cancel(run_id, reason="operator")
+    journal = await store.events(run_id)
+    assert [e.kind for e in journal][-2:] == ["tool_call_finished", "run_finished"]
+    assert journal[-2].error_class == "cancelled"
+
+
+async def test_review_result_must_be_json(store: Store) -> None:
+    agent, _, _, runtime = make("at_most_once", store)
+    run_id = await crash_once(runtime, agent)
+    await runtime.resume(run_id, agent=agent)
+    with pytest.raises(RunStateError, match="must be JSON"):
+        await runtime.review(run_id, "result", result="{nope")
+
+
+async def test_review_decides_every_call_in_doubt_at_once(store: Store) -> None:
+    ran: list[int] = []
+
+    def send(n: int) -> str:
+        ran.append(n)
+        if len(ran) <= 2:
+            raise Crash if len(ran) == 2 else _Blocked()
+        return "sent"
+
+    class _Blocked(Exception):
+        pass
+
+    tools = [tool(name="send", risk="external", effect="at_most_once")(send)]
+    batch = [call("send", {"n": 1}), call("send", {"n": 2})]
+    agent = Agent(name="b", model=ScriptedModel([batch, "done"]), tools=tools)
+    runtime = Tether(store=store)
+    run_id = await crash_once(runtime, agent)
+    paused = await runtime.resume(run_id, agent=agent)
+    assert paused.status is RunStatus.NEEDS_REVIEW
+    steps = await runtime.review(run_id, "skip")
+    assert steps == [2, 3], "both calls of the batch were in doubt and are decided together"
+    result = await runtime.resume(run_id, agent=agent)
+    assert result.status is RunStatus.COMPLETED

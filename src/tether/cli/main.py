@@ -135,7 +135,6 @@ def review(
     result: Annotated[
         str | None, typer.Option("--result", help="Record this JSON as what the call returned.")
     ] = None,
-    step: Annotated[int | None, typer.Option(help="Only the call at this step.")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Who decides (journaled).")] = None,
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Only journal the decision.")
@@ -163,7 +162,6 @@ def review(
             run_id,
             decision,
             result=result,
-            step=step,
             reviewer=reviewer,
         )
         if no_resume:
