@@ -49,8 +49,16 @@ _ACTIVE = parse_failpoints(os.environ.get("TETHER_FAILPOINTS", ""))
 _RANDOM = random.Random(os.environ.get("TETHER_FAILPOINTS_SEED"))
 
 
-def failpoint(name: str) -> None:
-    """Kill this process with ``SIGKILL`` if ``name`` is enabled and the draw says so."""
+def _armed(name: str) -> None:
     probability = _ACTIVE.get(name)
     if probability is not None and _RANDOM.random() < probability:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _disarmed(name: str) -> None:
+    del name
+
+
+failpoint = _armed if _ACTIVE else _disarmed
+"""``failpoint(name)``: kill this process with ``SIGKILL`` if ``name`` is enabled and the
+draw says so. A no-op function when ``TETHER_FAILPOINTS`` is empty."""

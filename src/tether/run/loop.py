@@ -254,8 +254,8 @@ class Run(Generic[OutputT]):
     async def act(self, response: ModelResponse) -> _Ending | None:
         """Run the response's tool calls and add their results to the conversation."""
         state, calls = self.state, response.tool_calls
-        duplicates = sorted(i for i, n in Counter(c.id for c in calls).items() if n > 1)
-        if duplicates:
+        if len({c.id for c in calls}) != len(calls):
+            duplicates = sorted(i for i, n in Counter(c.id for c in calls).items() if n > 1)
             message = (
                 f"Tool call ids must be unique within one response; repeated: {duplicates}. "
                 "No tool was run. Send the calls again, each with its own id."
