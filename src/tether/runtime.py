@@ -116,14 +116,7 @@ class Tether:
         """
         reference = agent if isinstance(agent, str) else None
         definition = load_agent(agent) if isinstance(agent, str) else agent
-        started = RunStarted(
-            run_id=new_run_id(),
-            agent=definition.name,
-            task=task,
-            user=user,
-            at=self.clock.now(),
-            agent_ref=reference,
-        )
+        started = self._started(definition, task, user, reference)
         await self.store.create_run(started)
         self._announce(started, ())
         return started.run_id
@@ -150,14 +143,7 @@ class Tether:
                 resume the run if this process dies. Default none.
             subscribers: Extra event subscribers for this run only.
         """
-        started = RunStarted(
-            run_id=new_run_id(),
-            agent=agent.name,
-            task=task,
-            user=user,
-            at=self.clock.now(),
-            agent_ref=agent_ref,
-        )
+        started = self._started(agent, task, user, agent_ref)
         lease = await self.store.create_run(started, owner=self.owner, lease_for=self.lease_for)
         if lease is None:
             raise RunStateError(f"the store did not claim run {started.run_id} at creation")
@@ -408,6 +394,19 @@ class Tether:
             raise
         finally:
             renewal.stop()
+
+    def _started(
+        self, agent: AgentSpec[Any], task: str, user: str | None, agent_ref: str | None
+    ) -> RunStarted:
+        """The first event of a new run."""
+        return RunStarted(
+            run_id=new_run_id(),
+            agent=agent.name,
+            task=task,
+            user=user,
+            at=self.clock.now(),
+            agent_ref=agent_ref,
+        )
 
     def _announce(self, event: Event, subscribers: Sequence[Subscriber]) -> None:
         """Give a durable event that did not go through a journal to subscribers."""
