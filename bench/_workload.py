@@ -6,7 +6,8 @@ Imported by the scripts in ``bench/`` (run them as ``python bench/<name>.py``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tether import ModelResponse, ToolCall, tool
 from tether.messages import Message, ToolDefinition
@@ -47,3 +48,39 @@ class ReplayModel:
         response = self.script[self.index]
         self.index += 1
         return response
+
+
+Recorder = Callable[[int, str], None]
+"""``(seq, body)``: called once per step by a durable baseline."""
+
+
+async def raw_loop(model: ReplayModel, task: str, record: Recorder | None = None) -> str:
+    """What a careful developer writes by hand: call, parse, dispatch, append.
+
+    With ``record``, each step (response or tool result) is also written durably, as the
+    cheapest honest durable baseline does: one row per step.
+    """
+    tools = {"add": plain_add}
+    messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
+    seq = 0
+    for _ in range(20):
+        response = await model.request(messages, (), ModelSettings())  # type: ignore[arg-type]
+        if record is not None:
+            seq += 1
+            calls = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
+            ]
+            record(seq, json.dumps({"text": response.text, "tool_calls": calls}))
+        if not response.tool_calls:
+            return response.text or ""
+        messages.append({"role": "assistant", "tool_calls": response.tool_calls})
+        for tool_call in response.tool_calls:
+            try:
+                result = str(tools[tool_call.name](**json.loads(tool_call.arguments)))
+            except Exception as exc:
+                result = f"error: {exc}"
+            if record is not None:
+                seq += 1
+                record(seq, json.dumps({"id": tool_call.id, "content": result}))
+            messages.append({"role": "tool", "id": tool_call.id, "content": result})
+    return ""

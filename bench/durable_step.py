@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import sqlite3
@@ -30,10 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from _workload import STEPS, ReplayModel, add, plain_add, responses
+from _workload import STEPS, ReplayModel, add, raw_loop, responses
 
 from tether import Agent, RunLimits, RunStatus, Tether
-from tether.models import ModelSettings
 from tether.store import SqliteStore
 
 TARGET_US_PER_STEP_FULL = 250.0
@@ -63,32 +63,6 @@ class RawJournal:
         self.conn.close()
 
 
-async def raw_loop(model: ReplayModel, task: str, journal: RawJournal, run_id: str) -> str:
-    """The loop of bench/loop_overhead.py, plus one durable row per step."""
-    tools = {"add": plain_add}
-    messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
-    seq = 0
-    for _ in range(20):
-        response = await model.request(messages, (), ModelSettings())  # type: ignore[arg-type]
-        seq += 1
-        calls = [
-            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls
-        ]
-        journal.write(run_id, seq, json.dumps({"text": response.text, "tool_calls": calls}))
-        if not response.tool_calls:
-            return response.text or ""
-        messages.append({"role": "assistant", "tool_calls": response.tool_calls})
-        for tool_call in response.tool_calls:
-            try:
-                result = str(tools[tool_call.name](**json.loads(tool_call.arguments)))
-            except Exception as exc:
-                result = f"error: {exc}"
-            seq += 1
-            journal.write(run_id, seq, json.dumps({"id": tool_call.id, "content": result}))
-            messages.append({"role": "tool", "id": tool_call.id, "content": result})
-    return ""
-
-
 async def sample(
     directory: Path, synchronous: Synchronous, runs: int, index: int
 ) -> tuple[list[float], list[float]]:
@@ -105,7 +79,7 @@ async def sample(
     try:
         for i in range(runs):
             start = clock()
-            await raw_loop(ReplayModel(script), "sum", raw_db, f"run-{i}")
+            await raw_loop(ReplayModel(script), "sum", functools.partial(raw_db.write, f"run-{i}"))
             raw_times.append(clock() - start)
             agent = Agent(name="calc", model=ReplayModel(script), tools=[add], limits=limits)
             start = clock()

@@ -17,32 +17,12 @@ import json
 import statistics
 import sys
 import time
-from typing import Any
 
-from _workload import STEPS, ReplayModel, add, plain_add, responses
+from _workload import STEPS, ReplayModel, add, raw_loop, responses
 
 from tether import Agent, InMemoryStore, RunLimits, RunStatus, Tether
-from tether.models import ModelSettings
 
 TARGET_US_PER_STEP = 20.0
-
-
-async def raw_loop(model: ReplayModel, task: str) -> str:
-    """What a careful developer writes by hand: call, parse, dispatch, append."""
-    tools = {"add": plain_add}
-    messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
-    for _ in range(20):
-        response = await model.request(messages, (), ModelSettings())  # type: ignore[arg-type]
-        if not response.tool_calls:
-            return response.text or ""
-        messages.append({"role": "assistant", "tool_calls": response.tool_calls})
-        for tool_call in response.tool_calls:
-            try:
-                result = str(tools[tool_call.name](**json.loads(tool_call.arguments)))
-            except Exception as exc:
-                result = f"error: {exc}"
-            messages.append({"role": "tool", "id": tool_call.id, "content": result})
-    return ""
 
 
 async def measure(runs: int) -> tuple[float, float]:
