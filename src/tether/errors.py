@@ -11,7 +11,7 @@ The tree::
     ├── ConfigurationError        an agent, tool or argument is defined wrongly (a bug to fix)
     │   ├── AgentLoadError        ``module:attr`` or ``path.py:attr`` could not be loaded
     │   └── SchemaVersionError    a database was written by a newer tether; nothing was touched
-    ├── ModelError                a model request failed; the run ends ``failed``
+    ├── ModelError                a model request failed; ``error_class`` says how
     ├── ToolError                 raised by tool authors to report a failure to the model
     ├── StoreError                the store refused an operation
     │   ├── RunNotFoundError      no run has that id
@@ -73,9 +73,48 @@ class AgentLoadError(ConfigurationError):
 
 
 class ModelError(TetherError):
-    """A model request failed. The run that made it ends ``failed`` with ``error_class``."""
+    """A model request failed. Adapters raise it with one of these ``error_class`` values.
+
+    Retryable (``retryable=True``; a :class:`~tether.resilience.RetryPolicy` tries again):
+
+    - ``rate_limited``: HTTP 429; ``retry_after`` says how long the provider asked to wait.
+    - ``overloaded``: HTTP 529 or 503, the provider is out of capacity.
+    - ``server_error``: another HTTP 5xx, or a 200 response whose body is an error.
+    - ``timeout``: no complete answer in time (connect, read or a stalled stream).
+    - ``connection_error``: the endpoint could not be reached or dropped the connection.
+    - ``stream_truncated``: a stream ended before its finish reason, was cut inside tool-call
+      arguments or sent a malformed chunk; its tool calls are never executed.
+    - ``invalid_response``: the provider answered with something that is not a response.
+
+    Fatal (``retryable=False``; the run fails fast, or a fallback model serves):
+
+    - ``auth_error``: HTTP 401 or 403, a missing or wrong API key.
+    - ``quota_exhausted``: the account has no credit or quota left (a 429 that says so).
+    - ``bad_request``: HTTP 400, 404 or 422, the request itself is wrong.
+    - ``context_too_long``: the conversation does not fit the model's context window.
+    - ``circuit_open``: the endpoint's circuit breaker is open; it was not called.
+    - ``model_error``: anything else.
+
+    Attributes:
+        retry_after: Seconds the provider asked to wait before the next request, or
+            ``None``.
+        status_code: The HTTP status of the failed response, or ``None``.
+    """
 
     error_class = "model_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, error_class=error_class, retryable=retryable)
+        self.retry_after = retry_after
+        self.status_code = status_code
 
 
 class ToolError(TetherError):

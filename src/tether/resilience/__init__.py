@@ -1,0 +1,1 @@
+"""Retry policies and circuit breakers for calls that can fail: models and tools."""
