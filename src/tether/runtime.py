@@ -40,6 +40,7 @@ from tether.ids import new_run_id
 from tether.loading import load_agent
 from tether.run import (
     AgentSpec,
+    InDoubt,
     Journal,
     Replay,
     Run,
@@ -80,6 +81,10 @@ class Tether:
         owner: Name written on leases. Default: ``<host>-<pid>``.
         lease_for: How long a claim lasts without renewal. Default 30 s.
         max_crashes: Owner deaths after which a run ends ``crash_loop``. Default 3.
+        in_doubt: When an ``at_most_once`` call is in doubt after a crash, ``"wait"``
+            (default) pauses the run in ``needs_review`` until :meth:`review` decides and
+            then continues it; ``"end"`` ends it ``needs_review`` for good, the call's
+            outcome recorded as unknown.
     """
 
     def __init__(
@@ -91,13 +96,17 @@ class Tether:
         owner: str | None = None,
         lease_for: timedelta = DEFAULT_LEASE,
         max_crashes: int = MAX_CRASHES,
+        in_doubt: InDoubt = "wait",
     ) -> None:
+        if in_doubt not in ("wait", "end"):
+            raise ConfigurationError(f"in_doubt must be 'wait' or 'end', not {in_doubt!r}")
         self.store: Store = store if isinstance(store, Store) else open_store(store)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.subscribers = tuple(subscribers)
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_for = lease_for
         self.max_crashes = max_crashes
+        self.in_doubt: InDoubt = in_doubt
 
     async def submit(
         self, agent: str | AgentSpec[Any], task: str, *, user: str | None = None
@@ -234,7 +243,7 @@ class Tether:
             run_id=run_id, owner="replay", epoch=0, attempts=0, expires_at=self.clock.now()
         )
         writer = Journal(store=self.store, lease=lease, replay=replay, subscribers=())
-        return await Run(agent, writer, clock=self.clock).execute()
+        return await Run(agent, writer, clock=self.clock, in_doubt=self.in_doubt).execute()
 
     async def review(
         self,
@@ -267,6 +276,10 @@ class Tether:
         steps = _undecided_in_doubt(events)
         if record.status is not RunStatus.NEEDS_REVIEW or not steps:
             raise RunStateError(f"run {run_id} has no call in doubt")
+        if record.finished_at is not None:
+            raise RunStateError(
+                f"run {run_id} already ended ({record.status.value}); it cannot be reviewed"
+            )
         lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=run_id)
         if lease is None:
             raise RunStateError(f"run {run_id} is owned by {record.lease_owner}")
@@ -339,7 +352,7 @@ class Tether:
             replay=Replay(events),
             subscribers=(*self.subscribers, *subscribers),
         )
-        run = Run(agent, writer, clock=self.clock, should_stop=should_stop)
+        run = Run(agent, writer, clock=self.clock, should_stop=should_stop, in_doubt=self.in_doubt)
         try:
             if lease.attempts - 1 > self.max_crashes:
                 result = await run.abandon(

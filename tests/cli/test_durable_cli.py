@@ -526,6 +526,20 @@ def test_an_interrupted_at_most_once_call_needs_review(cli: Cli) -> None:
     assert ledger_lines(ledger) == ["send_once"]
 
 
+def test_a_worker_can_end_runs_with_a_call_in_doubt(cli: Cli) -> None:
+    blocked = interrupted(cli, "slow_once")
+    (run_id,), (ledger,) = blocked.run_ids, blocked.ledgers
+    done = cli("worker", "--until-idle", "--poll", "0.05", "--lease", LEASE, "--in-doubt", "end")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "claimed 1 · finished 1 · released 0 · lost 0"
+    stored = cli.stored(run_id)
+    assert stored.status is RunStatus.NEEDS_REVIEW and stored.finished_at is not None
+    assert cli.kinds(run_id)[-3:] == ["tool_call_in_doubt", "tool_call_finished", "run_finished"]
+    assert ledger_lines(ledger) == ["send_once"], "an at-most-once call is not repeated"
+    refused = cli("review", run_id, "--retry")
+    assert refused.returncode == USAGE_ERROR and "already ended" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("decision", "executions", "told"),
     [

@@ -24,7 +24,7 @@ from tether import (
     ToolCallStarted,
     tool,
 )
-from tether.errors import LeaseLostError, ReplayDivergedError, RunStateError
+from tether.errors import ConfigurationError, LeaseLostError, ReplayDivergedError, RunStateError
 from tether.store import SqliteStore, Store
 from tether.testing import FunctionModel, ScriptedModel, call
 
@@ -378,3 +378,31 @@ async def test_review_decides_every_call_in_doubt_at_once(store: Store) -> None:
     assert steps == [2, 3], "both calls of the batch were in doubt and are decided together"
     result = await runtime.resume(run_id, agent=agent)
     assert result.status is RunStatus.COMPLETED
+
+
+async def test_in_doubt_can_end_the_run_for_good(store: Store) -> None:
+    agent, model, state, runtime = make("at_most_once", store)
+    run_id = await crash_once(runtime, agent)
+    result = await Tether(store=store, in_doubt="end").resume(run_id, agent=agent)
+    assert result.status is RunStatus.NEEDS_REVIEW
+    assert result.error is not None and result.error.error_class == "in_doubt"
+    assert state["effects"] == 1 and len(model.requests) == 1
+    record = await store.get_run(run_id)
+    assert record is not None and record.status is RunStatus.NEEDS_REVIEW
+    assert record.finished_at is not None, "the run ended"
+    journal = await store.events(run_id)
+    kinds = [e.kind for e in journal]
+    assert kinds[-3:] == ["tool_call_in_doubt", "tool_call_finished", "run_finished"]
+    answer = next(e for e in journal if isinstance(e, ToolCallFinished))
+    assert answer.error_class == "in_doubt" and "unknown" in answer.content
+    with pytest.raises(RunStateError, match="already ended"):
+        await Tether(store=store).review(run_id, "retry")
+    again = await Tether(store=store).resume(run_id, agent=agent)
+    assert again.status is RunStatus.NEEDS_REVIEW and state["effects"] == 1
+    replayed = await Tether(store=store, in_doubt="end").replay(run_id, agent=agent)
+    assert replayed.status is RunStatus.NEEDS_REVIEW
+
+
+def test_in_doubt_setting_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="in_doubt"):
+        Tether(store=InMemoryStore(), in_doubt="later")  # type: ignore[arg-type]

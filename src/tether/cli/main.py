@@ -9,6 +9,7 @@ not allow the operation); 70 when tether itself fails.
 from __future__ import annotations
 
 import signal
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -176,6 +177,13 @@ def review(
     _report(outcome, as_json)
 
 
+class InDoubtChoice(StrEnum):
+    """Choices of ``--in-doubt`` (see ``Tether(in_doubt=...)``)."""
+
+    WAIT = "wait"
+    END = "end"
+
+
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Runs driven at once.")] = 4,
@@ -184,6 +192,12 @@ def worker(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Exit when no run is left to claim.")
     ] = False,
+    in_doubt: Annotated[
+        InDoubtChoice,
+        typer.Option(
+            help="A call in doubt after a crash: 'wait' for `tether review`, or 'end' the run."
+        ),
+    ] = InDoubtChoice.WAIT,
     store: StoreOption = None,
 ) -> None:
     """Execute pending runs and recover runs whose worker died. SIGTERM stops it cleanly."""
@@ -193,6 +207,7 @@ def worker(
         import asyncio
 
         runtime.lease_for = timedelta(seconds=lease)
+        runtime.in_doubt = "end" if in_doubt is InDoubtChoice.END else "wait"
         pool = Worker(runtime, concurrency=concurrency, poll_interval=poll)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -81,6 +81,9 @@ class DurableCalls:
             doubted = replay.in_doubt.get(step)
             if doubted is not None:
                 replay.consume(doubted)
+        elif step in replay.in_doubt:
+            record.in_doubt = True  # undecided: the loop journals (or replays) the doubt
+            return
         result = replay.results.get(step)
         if result is not None:
             record.outcome = ToolOutcome(

@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, runtime_checkable
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -59,7 +59,7 @@ from tether.settings import RunLimits
 from tether.status import RunStatus
 from tether.tools import Tool, ToolOutcome, error_result
 
-__all__ = ["AgentSpec", "Run"]
+__all__ = ["AgentSpec", "InDoubt", "Run"]
 
 logger = logging.getLogger("tether")
 
@@ -110,6 +110,15 @@ class AgentSpec(Protocol[OutputT]):
         ...
 
 
+InDoubt = Literal["wait", "end"]
+"""What a run does when an ``at_most_once`` call is in doubt after a crash.
+
+``"wait"``: the run pauses in ``needs_review`` until a person decides (``tether review``),
+then continues. ``"end"``: the run ends ``needs_review`` for good; the call's result says
+its outcome is unknown, and a person reconciles it outside tether.
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _Ending:
     status: RunStatus
@@ -141,8 +150,10 @@ class Run(Generic[OutputT]):
         *,
         clock: Clock,
         should_stop: Callable[[], bool] | None = None,
+        in_doubt: InDoubt = "wait",
     ) -> None:
         started = journal.replay.started
+        self.in_doubt = in_doubt
         self.agent = agent
         self.journal = journal
         self.replay = journal.replay
@@ -441,10 +452,36 @@ class Run(Generic[OutputT]):
             )
         names = ", ".join(f"{r.call.name} (step {r.step})" for r in doubted)
         message = (
-            f"at-most-once calls were interrupted and may or may not have taken effect: "
-            f"{names}; review them with `tether review {self.state.run_id}`"
+            f"at-most-once calls were interrupted and may or may not have taken effect: {names}"
         )
+        if self.in_doubt == "end":
+            for record in doubted:
+                self._answer_unknown(record.step, record.call.id, record.call.name, "in_doubt")
+            return _failure(RunStatus.NEEDS_REVIEW, "in_doubt", f"{message}; check them by hand")
+        message += f"; review them with `tether review {self.state.run_id}`"
         return _failure(RunStatus.NEEDS_REVIEW, "in_doubt", message, paused=True)
+
+    def _answer_unknown(self, step: int, call_id: str, tool: str, error_class: str) -> None:
+        """Journal a result saying a started call's outcome is unknown (no orphan call)."""
+        content = error_result(
+            error_class,
+            f"the run ended ({error_class}); whether this call took effect is unknown",
+            tool=tool,
+        )
+        self.journal.emit(
+            ToolCallFinished(
+                run_id=self.state.run_id,
+                step=step,
+                call_id=call_id,
+                tool=tool,
+                content=content,
+                is_error=True,
+                error_class=error_class,
+                executed=True,
+                repeated=False,
+                at=self.clock.now(),
+            )
+        )
 
     async def abandon(self, error_class: str, message: str) -> RunResult[OutputT]:
         """End the run ``failed`` without running it (for example after a crash loop).
@@ -454,27 +491,8 @@ class Run(Generic[OutputT]):
         """
         self.replay.consume_all()
         for step, intent in sorted(self.replay.intents.items()):
-            if step in self.replay.results:
-                continue
-            content = error_result(
-                error_class,
-                f"the run was abandoned ({message}); whether this call took effect is unknown",
-                tool=intent.tool,
-            )
-            self.journal.emit(
-                ToolCallFinished(
-                    run_id=intent.run_id,
-                    step=step,
-                    call_id=intent.call_id,
-                    tool=intent.tool,
-                    content=content,
-                    is_error=True,
-                    error_class=error_class,
-                    executed=True,
-                    repeated=False,
-                    at=self.clock.now(),
-                )
-            )
+            if step not in self.replay.results:
+                self._answer_unknown(step, intent.call_id, intent.tool, error_class)
         return await self.finish(_failure(RunStatus.FAILED, error_class, message))
 
     def _loop_ending(self, records: Sequence[CallRecord]) -> _Ending | None:
