@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 setup:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.9"
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra local
 
 run: setup
 	.venv/bin/tether run examples/quickstart.py:agent "What is 1 + 2?"
