@@ -10,7 +10,7 @@ from typing import Generic
 from pydantic import TypeAdapter
 
 from tether.errors import ConfigurationError
-from tether.models import Model, ModelSettings
+from tether.models import Model, ModelSettings, resolve_model
 from tether.run import OutputT, RunResult, Subscriber
 from tether.runtime import Tether, run_blocking
 from tether.settings import RunLimits
@@ -32,8 +32,10 @@ class Agent(Generic[OutputT]):
 
     name: str
     """Name shown in results, events and the CLI."""
-    model: Model
-    """The model that answers (see :mod:`tether.models`)."""
+    model: Model | str
+    """The model that answers: a :class:`~tether.models.Model`, or a name that
+    :func:`~tether.models.resolve_model` knows (``"local"``, ``"openai:gpt-4.1"``,
+    ``"anthropic:claude-sonnet-4-5"``), resolved once when the agent is made."""
     instructions: str = ""
     """System prompt. Default empty."""
     tools: Sequence[Tool] = ()
@@ -62,6 +64,7 @@ class Agent(Generic[OutputT]):
                 raise ConfigurationError(f"Agent {self.name!r}: two tools are named {item.name!r}")
             seen.add(item.name)
         object.__setattr__(self, "tools", tools)
+        object.__setattr__(self, "model", resolve_model(self.model))
 
     @cached_property
     def output_adapter(self) -> TypeAdapter[OutputT] | None:

@@ -74,6 +74,13 @@ class ModelResponse:
     """Cost of this request in US dollars; ``None`` when the price is unknown."""
     model_name: str = "unknown"
     """Name of the model that served the request."""
+    finish_reason: str | None = None
+    """Why the model stopped, as the provider said (``stop``, ``tool_calls``, ``length``,
+    ``tool_use``), or ``None`` when it did not say."""
+    attempts: int = 1
+    """Requests made to get this response (more than 1 after retries)."""
+    degraded: bool = False
+    """Whether a fallback served the request instead of the primary model."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -48,7 +48,7 @@ from tether.messages import (
     ToolResultMessage,
     UserMessage,
 )
-from tether.models import Model, ModelSettings
+from tether.models import Model, ModelSettings, resolve_model
 from tether.run import limits as check
 from tether.run.calls import CallRecord, run_calls, settle_repeats
 from tether.run.effects import DurableCalls
@@ -80,8 +80,8 @@ class AgentSpec(Protocol[OutputT]):
         ...
 
     @property
-    def model(self) -> Model:
-        """Model that answers."""
+    def model(self) -> Model | str:
+        """Model that answers, or its name for :func:`~tether.models.resolve_model`."""
         ...
 
     @property
@@ -155,6 +155,7 @@ class Run(Generic[OutputT]):
         started = journal.replay.started
         self.in_doubt = in_doubt
         self.agent = agent
+        self.model = resolve_model(agent.model)
         self.journal = journal
         self.replay = journal.replay
         self.task = started.task
@@ -255,6 +256,7 @@ class Run(Generic[OutputT]):
         state.steps = step
         state.usage = state.usage + response.usage
         state.add_cost(response.cost_usd)
+        state.degraded = state.degraded or response.degraded
         if response.text:
             state.last_text = response.text
         self.journal.emit(
@@ -384,7 +386,7 @@ class Run(Generic[OutputT]):
         )
 
     async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
-        response = await self.agent.model.request(
+        response = await self.model.request(
             self.state.messages, tools, self.agent.model_settings
         )
         if not isinstance(response, ModelResponse):
@@ -395,7 +397,7 @@ class Run(Generic[OutputT]):
         if not isinstance(exc, TetherError):
             # Adapters map provider errors to ModelError; anything else is a bug in the
             # adapter. The run still ends with a status, and the traceback is kept.
-            logger.exception("model %r raised an unexpected exception", self.agent.model.name)
+            logger.exception("model %r raised an unexpected exception", self.model.name)
         error_class = exc.error_class if isinstance(exc, TetherError) else ModelError.error_class
         message = exc.message if isinstance(exc, TetherError) else f"{type(exc).__name__}: {exc}"
         self.journal.emit(

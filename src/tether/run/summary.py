@@ -31,9 +31,11 @@ def result_from_journal(journal: Sequence[Event]) -> RunResult[Any]:
     cost: Decimal | None = Decimal(0)
     steps = 0
     tool_calls = 0
+    degraded = False
     for event in journal:
         if isinstance(event, ModelResponded):
             usage = usage + event.response.usage
+            degraded = degraded or event.response.degraded
             price = event.response.cost_usd
             cost = None if cost is None or price is None else cost + price
             steps = max(steps, event.step)
@@ -55,7 +57,7 @@ def result_from_journal(journal: Sequence[Event]) -> RunResult[Any]:
         tool_calls=tool_calls,
         usage=usage,
         cost_usd=cost,
-        degraded=False,
+        degraded=degraded,
         started_at=started.at,
         finished_at=finished.at,
         messages=(),
