@@ -35,7 +35,7 @@ class Agent(Generic[OutputT]):
     model: Model | str
     """The model that answers: a :class:`~tether.models.Model`, or a name that
     :func:`~tether.models.resolve_model` knows (``"local"``, ``"openai:gpt-4.1"``,
-    ``"anthropic:claude-sonnet-4-5"``), resolved once when the agent is made."""
+    ``"anthropic:claude-sonnet-5"``), resolved once when the agent is made."""
     instructions: str = ""
     """System prompt. Default empty."""
     tools: Sequence[Tool] = ()

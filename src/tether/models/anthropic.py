@@ -1,6 +1,6 @@
 """Anthropic's Messages API through the official SDK.
 
-``AnthropicModel("claude-sonnet-4-5")`` reads ``ANTHROPIC_API_KEY`` (and
+``AnthropicModel("claude-sonnet-5")`` reads ``ANTHROPIC_API_KEY`` (and
 ``ANTHROPIC_BASE_URL``) when the arguments are not given. tether's messages map to the
 Messages format like this:
 
@@ -10,6 +10,9 @@ Messages format like this:
 - tool results become ``tool_result`` blocks (``is_error`` kept) at the start of the next
   user message, and a user message right after them joins that message, so roles
   alternate as the API requires.
+
+``ModelSettings.temperature`` is not sent: the Messages API of the SDK this adapter is
+built on (2.x) has no sampling parameters.
 
 As with :class:`~tether.models.OpenAIModel`, the SDK's own retries are off; wrap the
 model in :class:`~tether.models.ResilientModel` (``"anthropic:..."`` names come wrapped).
@@ -52,7 +55,7 @@ class AnthropicModel:
     """A Claude model behind Anthropic's Messages API.
 
     Args:
-        model: The model name, such as ``claude-sonnet-4-5``.
+        model: The model name, such as ``claude-sonnet-5``.
         api_key: Default: ``ANTHROPIC_API_KEY``.
         base_url: Default: ``ANTHROPIC_BASE_URL``, else Anthropic.
         timeout: Seconds allowed for one request. Default 60.
@@ -118,8 +121,6 @@ class AnthropicModel:
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in tools
             ]
-        if settings.temperature is not None:
-            params["temperature"] = settings.temperature
         try:
             reply = await self.client.messages.create(**params)
         except anthropic.APIStatusError as exc:

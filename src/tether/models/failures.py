@@ -59,9 +59,10 @@ def status_error(
             status_code=status,
         )
 
+    if status in (400, 402, 429) and _QUOTA.search(text):
+        # OpenAI: 429 insufficient_quota; Anthropic: 400 "credit balance is too low".
+        return fail("quota_exhausted", retryable=False)
     if status == 429:
-        if _QUOTA.search(text):
-            return fail("quota_exhausted", retryable=False)
         return fail("rate_limited", retryable=True)
     if status in (401, 403):
         return fail("auth_error", retryable=False)
