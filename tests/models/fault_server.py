@@ -14,8 +14,8 @@ the default answer; set ``fault_server.script`` / ``fault_server.outage`` in the
 The server runs in daemon threads, so sync clients and async clients on any event loop
 can use it. ``FaultPlan(script, seed, rate, faults)`` injects faults at a rate.
 
-How the ``openai`` SDK (3.51, ``max_retries=0``) surfaces each fault
-====================================================================
+How the ``openai`` SDK (3.51 and 3.54, ``max_retries=0``) surfaces each fault
+=============================================================================
 
 Pinned by ``test_fault_server.py``. "create" is ``client.chat.completions.create(...)``;
 with ``stream=True`` it returns an ``openai.Stream`` as soon as the response headers
