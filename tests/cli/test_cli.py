@@ -191,3 +191,29 @@ def test_an_internal_failure_exits_70_with_a_traceback(monkeypatch) -> None:
     assert done.exit_code == INTERNAL_ERROR
     assert "internal error" in done.output
     assert "store is on fire" in done.output
+
+
+def test_the_summary_says_what_tether_caught_and_where_the_journal_is(tmp_path: Path) -> None:
+    script = (
+        '[call("add", {"a": "one", "b": 2}), call("nope", {}), call("add", {"a": 1, "b": 2}),'
+        ' call("add", {"a": 1, "b": 2}), "3"]'
+    )
+    agent = write_agent(tmp_path, script)
+    database = tmp_path / "runs.db"
+    done = tether("run", f"{agent}:agent", "add", "--store", f"sqlite:///{database}")
+    assert done.returncode == 0, done.stderr
+    caught = next(line for line in done.stdout.splitlines() if line.startswith("tether caught"))
+    assert "1 invalid arguments" in caught
+    assert "1 calls to unknown tools" in caught
+    assert "1 repeated calls" in caught
+    run_id = json.loads(tether("runs", "--json", "--store", f"sqlite:///{database}").stdout)[0][
+        "run_id"
+    ]
+    assert f"journal: {database}" in done.stdout
+    assert f"next: tether show {run_id} · tether resume {run_id}" in done.stdout
+
+
+def test_a_clean_run_in_memory_prints_no_caught_line_and_no_journal() -> None:
+    done = tether("run", "examples/quickstart.py:agent", "What is 1 + 2?", TETHER_STORE="memory://")
+    assert done.returncode == 0, done.stderr
+    assert "tether caught" not in done.stdout and "journal:" not in done.stdout

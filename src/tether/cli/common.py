@@ -15,6 +15,7 @@ from tether.errors import ConfigurationError, StoreError, TetherError
 from tether.run import RunResult, Subscriber
 from tether.runtime import Tether
 from tether.status import RunStatus
+from tether.store import InMemoryStore, SqliteStore, Store
 
 __all__ = [
     "EXIT_CODES",
@@ -25,6 +26,7 @@ __all__ = [
     "execute",
     "fail",
     "finish_with",
+    "journal_location",
     "out",
     "print_json",
 ]
@@ -115,3 +117,12 @@ def print_json(value: Any) -> None:
 def finish_with(result: RunResult[Any]) -> NoReturn:
     """Exit with the code of ``result.status``."""
     raise typer.Exit(EXIT_CODES[result.status])
+
+
+def journal_location(store: Store) -> str | None:
+    """Say where ``store`` keeps journals: a file path; ``None`` when nothing is kept."""
+    if isinstance(store, SqliteStore):
+        return str(store.path)
+    if isinstance(store, InMemoryStore):
+        return None
+    return type(store).__name__

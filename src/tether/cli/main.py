@@ -9,8 +9,9 @@ not allow the operation); 70 when tether itself fails.
 from __future__ import annotations
 
 import signal
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -25,6 +26,7 @@ from tether.cli.common import (
     execute,
     fail,
     finish_with,
+    journal_location,
     out,
     print_json,
 )
@@ -34,6 +36,8 @@ from tether.loading import load_agent
 from tether.run import RunResult
 from tether.runtime import Decision, Tether
 from tether.worker import Worker
+
+_T = TypeVar("_T")
 
 __all__ = ["EXIT_CODES", "INTERNAL_ERROR", "USAGE_ERROR", "app", "main"]
 
@@ -68,12 +72,26 @@ def _root(
     """A durable, bounded and observable runtime for LLM agents."""
 
 
-def _report(result: RunResult[Any], as_json: bool) -> None:
+def _report(
+    result: RunResult[Any], as_json: bool, timeline: Timeline | None, journal: str | None
+) -> None:
     if as_json:
         print_json(result.to_dict())
     else:
-        print_summary(out, result)
+        caught = timeline.caught if timeline is not None else None
+        print_summary(out, result, caught=caught, journal=journal)
     finish_with(result)
+
+
+def _located(
+    step: Callable[[Tether], Awaitable[_T]],
+) -> Callable[[Tether], Awaitable[tuple[_T, str | None]]]:
+    """Wrap a runtime action so it also returns where the store keeps the journal."""
+
+    async def act(runtime: Tether) -> tuple[_T, str | None]:
+        return await step(runtime), journal_location(runtime.store)
+
+    return act
 
 
 @app.command()
@@ -93,13 +111,13 @@ def run(
         agent = load_agent(agent_ref)
     except AgentLoadError as exc:
         fail(exc.message)
-    subscribers = () if as_json else (Timeline(out),)
-    result = execute(
+    timeline = None if as_json else Timeline(out)
+    result, journal = execute(
         store,
-        lambda t: t.run(agent, task, user=user, agent_ref=agent_ref),
-        subscribers=subscribers,
+        _located(lambda t: t.run(agent, task, user=user, agent_ref=agent_ref)),
+        subscribers=() if timeline is None else (timeline,),
     )
-    _report(result, as_json)
+    _report(result, as_json, timeline, journal)
 
 
 @app.command()
@@ -121,9 +139,13 @@ def resume(
     store: StoreOption = None,
 ) -> None:
     """Continue an interrupted run from its journal (recorded steps are not repeated)."""
-    subscribers = () if as_json else (Timeline(out),)
-    result = execute(store, lambda t: t.resume(run_id), subscribers=subscribers)
-    _report(result, as_json)
+    timeline = None if as_json else Timeline(out)
+    result, journal = execute(
+        store,
+        _located(lambda t: t.resume(run_id)),
+        subscribers=() if timeline is None else (timeline,),
+    )
+    _report(result, as_json, timeline, journal)
 
 
 @app.command()
@@ -169,12 +191,14 @@ def review(
             return steps
         return await runtime.resume(run_id)
 
-    subscribers = () if as_json or no_resume else (Timeline(out),)
-    outcome = execute(store, act, subscribers=subscribers)
+    timeline = None if as_json or no_resume else Timeline(out)
+    outcome, journal = execute(
+        store, _located(act), subscribers=() if timeline is None else (timeline,)
+    )
     if isinstance(outcome, list):
         typer.echo(f"decided steps {outcome}; the run is pending")
         return
-    _report(outcome, as_json)
+    _report(outcome, as_json, timeline, journal)
 
 
 class InDoubtChoice(StrEnum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console
 from rich.markup import escape
 
@@ -24,17 +26,53 @@ __all__ = ["Timeline", "print_summary"]
 _PREVIEW_CHARS = 100
 
 
+_CAUGHT = {
+    "arguments_too_large": "oversized arguments",
+    "unknown_tool": "calls to unknown tools",
+    "malformed_arguments": "malformed arguments",
+    "invalid_arguments": "invalid arguments",
+    "invalid_result": "invalid tool results",
+    "tool_error": "tool errors",
+    "tool_timeout": "tool timeouts",
+}
+
+
 class Timeline:
-    """An event subscriber that prints one line per step as the run goes."""
+    """An event subscriber that prints one line per step as the run goes.
+
+    It also counts what tether caught on the way (bad calls, repeats, rejected responses,
+    retried or failed-over model requests, limits), for :func:`print_summary`.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.caught: Counter[str] = Counter()
 
     def __call__(self, event: Event) -> None:
         """Print the line for ``event`` (events without a line are skipped)."""
+        self._count(event)
         line = _line(event)
         if line is not None:
             self.console.print(line, highlight=False)
+
+    def _count(self, event: Event) -> None:
+        match event:
+            case ToolCallFinished(error_class=error_class, repeated=repeated):
+                if repeated:
+                    self.caught["repeated calls"] += 1
+                elif error_class in _CAUGHT:
+                    self.caught[_CAUGHT[error_class]] += 1
+            case ModelResponded(response=response):
+                if response.attempts > 1:
+                    self.caught["retried model requests"] += response.attempts - 1
+                if response.degraded:
+                    self.caught["responses from a fallback model"] += 1
+            case ResponseRejected(reason=reason):
+                self.caught[f"rejected responses ({reason})"] += 1
+            case LimitHit(limit=limit):
+                self.caught[f"limit {limit}"] += 1
+            case _:
+                pass
 
 
 def _line(event: Event) -> str | None:
@@ -69,8 +107,22 @@ def _line(event: Event) -> str | None:
             return None
 
 
-def print_summary(console: Console, result: RunResult[object]) -> None:
-    """Print the status, output, error, tokens and cost of a finished run."""
+def print_summary(
+    console: Console,
+    result: RunResult[object],
+    *,
+    caught: Counter[str] | None = None,
+    journal: str | None = None,
+) -> None:
+    """Print the status, output, error, tokens and cost of a finished run.
+
+    Args:
+        console: Where to print.
+        result: The run's result.
+        caught: What tether caught during the run (see :class:`Timeline`), if known.
+        journal: Where the journal is kept, to print it with the commands to try next.
+            Default: not printed.
+    """
     colour = "green" if result.status is RunStatus.COMPLETED else "red"
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd}"
     console.print(
@@ -85,6 +137,15 @@ def print_summary(console: Console, result: RunResult[object]) -> None:
         )
     if result.output is not None:
         console.print(escape(str(result.output)), highlight=False)
+    if caught:
+        found = ", ".join(f"{count} {what}" for what, count in caught.most_common())
+        console.print(f"[yellow]tether caught[/]: {escape(found)}", highlight=False)
+    if journal is not None:
+        console.print(f"[dim]journal: {escape(journal)}[/]", highlight=False)
+        console.print(
+            f"[dim]next: tether show {result.run_id} · tether resume {result.run_id}[/]",
+            highlight=False,
+        )
 
 
 def _preview(text: str, limit: int = _PREVIEW_CHARS) -> str:
