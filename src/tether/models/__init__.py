@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tether.models.base import Model, ModelSettings
+from tether.models.base import Model, ModelSettings, close_model
 from tether.models.fallback import FallbackModel
 from tether.models.pricing import FREE, Price, cost_usd
 from tether.models.registry import resolve_model
@@ -35,6 +35,7 @@ __all__ = [
     "OpenAIModel",
     "Price",
     "ResilientModel",
+    "close_model",
     "cost_usd",
     "resolve_model",
 ]

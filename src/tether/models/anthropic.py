@@ -101,6 +101,10 @@ class AnthropicModel:
         """``anthropic:<model>``."""
         return f"anthropic:{self.model}"
 
+    async def aclose(self) -> None:
+        """Close the HTTP client and its connections."""
+        await self.client.close()
+
     async def request(
         self,
         messages: Sequence[Message],

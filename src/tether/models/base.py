@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from tether.messages import Message, ModelResponse, ToolDefinition
 
-__all__ = ["Model", "ModelSettings"]
+__all__ = ["Model", "ModelSettings", "close_model"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,3 +47,14 @@ class Model(Protocol):
             ModelError: The request failed; ``error_class`` and ``retryable`` say how.
         """
         ...
+
+
+async def close_model(model: Model) -> None:
+    """Release what ``model`` holds (HTTP connections), if it has an ``aclose`` method.
+
+    Adapters with network clients have ``aclose``; the :class:`Model` protocol does not
+    require it, so scripted and in-process models need nothing.
+    """
+    closer = getattr(model, "aclose", None)
+    if closer is not None:
+        await closer()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from tether.errors import ConfigurationError, ModelError, TetherError
 from tether.messages import Message, ModelResponse, ToolDefinition
-from tether.models.base import Model, ModelSettings
+from tether.models.base import Model, ModelSettings, close_model
 
 __all__ = ["FallbackModel"]
 
@@ -45,6 +45,11 @@ class FallbackModel:
     def name(self) -> str:
         """``fallback(<first>, <second>, ...)``."""
         return f"fallback({', '.join(m.name for m in self.models)})"
+
+    async def aclose(self) -> None:
+        """Close every model of the chain that has anything to close."""
+        for model in self.models:
+            await close_model(model)
 
     async def request(
         self,

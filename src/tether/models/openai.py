@@ -97,13 +97,22 @@ class OpenAIModel:
         """``openai:<model>``."""
         return f"openai:{self.model}"
 
+    async def aclose(self) -> None:
+        """Close the HTTP client and its connections."""
+        await self.client.close()
+
     async def request(
         self,
         messages: Sequence[Message],
         tools: Sequence[ToolDefinition],
         settings: ModelSettings,
     ) -> ModelResponse:
-        """Send one Chat Completions request; see :meth:`tether.models.Model.request`."""
+        """Send one Chat Completions request; see :meth:`tether.models.Model.request`.
+
+        Raises:
+            ModelError: The request failed; see :mod:`tether.models.failures` for the
+                classes (a cut or inconsistent stream is ``stream_truncated``).
+        """
         params: dict[str, Any] = {
             "model": self.model,
             "messages": [message_to_wire(m) for m in messages],
@@ -111,20 +120,18 @@ class OpenAIModel:
         }
         if tools:
             params["tools"] = [tool_to_wire(t) for t in tools]
+            # OpenAI's default when tools are given; llama_cpp.server ignores the tools
+            # unless it is sent.
+            params["tool_choice"] = "auto"
         if settings.temperature is not None:
             params["temperature"] = settings.temperature
         try:
             if self.stream:
-                text, calls, finish, usage = await self._streamed(params)
-            else:
-                text, calls, finish, usage = await self._whole(params)
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        except openai.APITimeoutError:
+                return await self._streamed(params)
+            return await self._whole(params)
+        except openai.APITimeoutError:  # a subclass of APIConnectionError: first
             raise ModelError(
-                f"{self.provider} did not answer in time",
-                error_class="timeout",
-                retryable=True,
+                f"{self.provider} did not answer in time", error_class="timeout", retryable=True
             ) from None
         except openai.APIConnectionError as exc:
             raise ModelError(
@@ -132,23 +139,21 @@ class OpenAIModel:
                 error_class="connection_error",
                 retryable=True,
             ) from None
-        except openai.APIError as exc:  # an error event inside a stream, a bad body
-            raise invalid_response(self.provider, exc.message) from None
-        return ModelResponse(
-            text=text,
-            tool_calls=calls,
-            usage=usage,
-            cost_usd=self._cost(usage),
-            model_name=self.name,
-            finish_reason=finish,
-        )
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except openai.APIError as exc:  # an error event inside a 200 stream
+            raise ModelError(
+                f"{self.provider} answered 200 with an error: {exc.message}",
+                error_class="server_error",
+                retryable=True,
+            ) from None
+        except ValueError as exc:  # a body or chunk that is not JSON
+            raise invalid_response(self.provider, f"not JSON: {exc}") from None
 
-    async def _whole(
-        self, params: dict[str, Any]
-    ) -> tuple[str | None, tuple[ToolCall, ...], str | None, Usage]:
+    async def _whole(self, params: dict[str, Any]) -> ModelResponse:
         completion = await self.client.chat.completions.create(**params)
-        error = getattr(completion, "error", None)
-        if error is not None:  # HTTP 200 with an error body
+        error = (completion.model_extra or {}).get("error")
+        if error is not None:  # HTTP 200 whose body is an error
             raise ModelError(
                 f"{self.provider} answered 200 with an error: {error}",
                 error_class="server_error",
@@ -163,45 +168,51 @@ class OpenAIModel:
             for c in message.tool_calls or ()
             if c.type == "function"
         )
-        usage = completion.usage
-        tokens = (
-            Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens)
-            if usage is not None
-            else Usage()
+        counted = completion.usage
+        usage = (
+            Usage(input_tokens=counted.prompt_tokens, output_tokens=counted.completion_tokens)
+            if counted is not None
+            else None
         )
-        return message.content, calls, choice.finish_reason, tokens
+        # "" is no text, as it is when streamed (llama_cpp.server can answer "").
+        return self._response(message.content or None, calls, choice.finish_reason, usage)
 
-    async def _streamed(
-        self, params: dict[str, Any]
-    ) -> tuple[str | None, tuple[ToolCall, ...], str | None, Usage]:
+    async def _streamed(self, params: dict[str, Any]) -> ModelResponse:
         stream = await self.client.chat.completions.create(
             **params, stream=True, stream_options={"include_usage": True}
         )
-        text: list[str] = []
-        parts: dict[int, dict[str, Any]] = {}
-        finish: str | None = None
-        usage = Usage()
+        assembly = _Assembly(self.provider)
         try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(
-                        input_tokens=chunk.usage.prompt_tokens,
-                        output_tokens=chunk.usage.completion_tokens,
-                    )
-                for choice in chunk.choices[:1]:
-                    delta = choice.delta
-                    if delta.content:
-                        text.append(delta.content)
-                    for piece in delta.tool_calls or ():
-                        _merge_call(parts.setdefault(piece.index, {}), piece)
-                    if choice.finish_reason is not None:
-                        finish = choice.finish_reason
-        except json.JSONDecodeError as exc:
-            raise stream_truncated(self.provider, f"a chunk did not parse: {exc}") from None
-        if finish is None:
-            raise stream_truncated(self.provider, "no finish reason")
-        calls = tuple(_assembled(parts[i], self.provider) for i in sorted(parts))
-        return ("".join(text) or None), calls, finish, usage
+            async with stream:  # closes the connection however the stream ends
+                async for chunk in stream:
+                    assembly.add(chunk)
+        except openai.APITimeoutError:
+            raise stream_truncated(self.provider, "it stalled") from None
+        except openai.APIConnectionError:
+            if assembly.finish is None:
+                raise stream_truncated(self.provider, "the connection dropped") from None
+            # Only the usage chunk or [DONE] was lost: the answer itself is complete.
+        except ValueError as exc:
+            raise stream_truncated(self.provider, f"a chunk is not JSON: {exc}") from None
+        text, calls, finish = assembly.result()
+        return self._response(text, calls, finish, assembly.usage)
+
+    def _response(
+        self,
+        text: str | None,
+        calls: tuple[ToolCall, ...],
+        finish: str | None,
+        usage: Usage | None,
+    ) -> ModelResponse:
+        """A response; without reported usage its tokens read 0 and its cost is unknown."""
+        return ModelResponse(
+            text=text,
+            tool_calls=calls,
+            usage=usage or Usage(),
+            cost_usd=None if usage is None else self._cost(usage),
+            model_name=self.name,
+            finish_reason=finish,
+        )
 
     def _status_error(self, exc: openai.APIStatusError) -> ModelError:
         return status_error(
@@ -219,26 +230,65 @@ class OpenAIModel:
         return cost_usd(usage, provider="openai", model=self.model, price=self.price)
 
 
-def _merge_call(part: dict[str, Any], piece: Any) -> None:
-    if piece.id:
-        part["id"] = piece.id
-    function = piece.function
-    if function is not None:
-        if function.name:
-            part["name"] = part.get("name", "") + function.name
-        if function.arguments:
+class _Assembly:
+    """Puts a streamed answer together, and refuses one that is not whole.
+
+    Whole means: exactly one chunk gave a finish reason and no content came after it;
+    every tool call got one id and one name (llama_cpp.server repeats both in every
+    delta; only a change is wrong); every call's arguments parse as a JSON object.
+    Anything else raises ``stream_truncated``, so none of its calls is ever executed.
+    """
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+
+    def add(self, chunk: Any) -> None:
+        if chunk.usage is not None:
+            self.usage = Usage(
+                input_tokens=chunk.usage.prompt_tokens,
+                output_tokens=chunk.usage.completion_tokens,
+            )
+        if not chunk.choices:
+            return
+        if self.finish is not None:
+            raise stream_truncated(self.provider, "content after the finish reason")
+        choice = chunk.choices[0]
+        delta = choice.delta
+        if delta.content:
+            self.text.append(delta.content)
+        for piece in delta.tool_calls or ():
+            self._add_call(self.calls.setdefault(piece.index, {}), piece)
+        self.finish = choice.finish_reason
+
+    def _add_call(self, part: dict[str, str], piece: Any) -> None:
+        function = piece.function
+        for key, value in (("id", piece.id), ("name", function and function.name)):
+            if value and part.setdefault(key, value) != value:
+                raise stream_truncated(self.provider, f"a tool call's {key} changed")
+        if function is not None and function.arguments:
             part["arguments"] = part.get("arguments", "") + function.arguments
 
+    def result(self) -> tuple[str | None, tuple[ToolCall, ...], str]:
+        if self.finish is None:
+            raise stream_truncated(self.provider, "it ended without a finish reason")
+        calls = tuple(self._call(self.calls[index]) for index in sorted(self.calls))
+        return "".join(self.text) or None, calls, self.finish
 
-def _assembled(part: dict[str, Any], provider: str) -> ToolCall:
-    arguments = part.get("arguments", "")
-    if "id" not in part or "name" not in part:
-        raise stream_truncated(provider, "a tool call without its id or name")
-    try:
-        json.loads(arguments or "{}")
-    except ValueError:
-        raise stream_truncated(provider, "tool-call arguments cut short") from None
-    return ToolCall(id=part["id"], name=part["name"], arguments=arguments)
+    def _call(self, part: dict[str, str]) -> ToolCall:
+        if "id" not in part or "name" not in part:
+            raise stream_truncated(self.provider, "a tool call without its id or name")
+        arguments = part.get("arguments", "")
+        try:
+            parsed = json.loads(arguments or "{}")
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise stream_truncated(self.provider, "tool-call arguments cut short")
+        return ToolCall(id=part["id"], name=part["name"], arguments=arguments)
 
 
 def _message_of(exc: openai.APIStatusError) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from tether.clock import Clock, SystemClock
 from tether.messages import Message, ModelResponse, ToolDefinition
-from tether.models.base import Model, ModelSettings
+from tether.models.base import Model, ModelSettings, close_model
 from tether.resilience import CircuitBreaker, RetryAttempt, RetryPolicy
 
 __all__ = ["ResilientModel"]
@@ -58,6 +58,10 @@ class ResilientModel:
     def name(self) -> str:
         """The wrapped model's name."""
         return self.model.name
+
+    async def aclose(self) -> None:
+        """Close the wrapped model, if it has anything to close."""
+        await close_model(self.model)
 
     async def request(
         self,

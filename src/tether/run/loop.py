@@ -386,9 +386,7 @@ class Run(Generic[OutputT]):
         )
 
     async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
-        response = await self.model.request(
-            self.state.messages, tools, self.agent.model_settings
-        )
+        response = await self.model.request(self.state.messages, tools, self.agent.model_settings)
         if not isinstance(response, ModelResponse):
             raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
         return response
