@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -8,6 +10,21 @@ import pytest
 
 from tether import Agent, RunLimits, ToolResultMessage, tool
 from tether.testing import ScriptedModel
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``local_model`` need llama-cpp-python: skipped without it, except in CI.
+
+    ``make setup`` installs it, so in CI (``CI`` set) its absence is a failure, never a
+    silent skip.
+    """
+    if item.get_closest_marker("local_model") is None:
+        return
+    if importlib.util.find_spec("llama_cpp") is None:
+        reason = "llama-cpp-python is not installed (make setup installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 @pytest.fixture
