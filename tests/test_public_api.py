@@ -9,12 +9,21 @@ import pytest
 
 import tether
 import tether.models
+import tether.resilience
 import tether.run
 import tether.store
 import tether.testing
 import tether.tools
 
-MODULES = [tether, tether.testing, tether.tools, tether.models, tether.store, tether.run]
+MODULES = [
+    tether,
+    tether.testing,
+    tether.tools,
+    tether.models,
+    tether.resilience,
+    tether.store,
+    tether.run,
+]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

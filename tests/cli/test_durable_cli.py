@@ -460,7 +460,9 @@ def test_resume_prints_the_timeline_of_what_it_runs(cli: Cli) -> None:
     assert "✓ read_slowly read_slowly ran" in done.stdout
     assert "completed · 3 steps · 1 tool calls" in done.stdout
     assert f"run {run_id}" in done.stdout
-    assert done.stdout.splitlines()[-1] == "finished; the tool said: read_slowly ran"
+    lines = done.stdout.splitlines()
+    assert "finished; the tool said: read_slowly ran" in lines
+    assert lines[-1] == f"next: tether show {run_id} · tether resume {run_id}"
 
 
 def test_ctrl_c_releases_the_run_so_it_resumes_at_once(cli: Cli) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from tether.errors import ConfigurationError, ModelError, TetherError
 from tether.messages import Message, ModelResponse, ToolDefinition
 from tether.models.base import Model, ModelSettings, close_model
+from tether.models.registry import resolve_model
 
 __all__ = ["FallbackModel"]
 
@@ -30,16 +31,17 @@ class FallbackModel:
     is asked, and skipped at once while its breaker is open.
 
     Args:
-        models: The primary model first, then the fallbacks. At least two.
+        models: The primary model first, then the fallbacks, as models or names for
+            :func:`~tether.models.resolve_model`. At least two.
 
     Raises:
         ConfigurationError: Fewer than two models.
     """
 
-    def __init__(self, models: Sequence[Model]) -> None:
+    def __init__(self, models: Sequence[Model | str]) -> None:
         if len(models) < 2:
             raise ConfigurationError("FallbackModel needs a primary model and at least one more")
-        self.models = tuple(models)
+        self.models = tuple(resolve_model(m) for m in models)
 
     @property
     def name(self) -> str:
