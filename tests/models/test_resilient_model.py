@@ -156,3 +156,22 @@ async def test_a_run_served_by_a_fallback_ends_degraded() -> None:
     assert served[0].response.degraded
     again = await Tether(store=store).resume(result.run_id, agent=Agent(name="x", model=model))
     assert again.degraded, "degraded is rebuilt from the journal"
+
+
+async def test_a_429_holds_back_every_request_of_the_model() -> None:
+    import asyncio
+
+    clock = FakeClock()
+    started: list[float] = []
+
+    def answer(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> object:
+        started.append(clock.monotonic())
+        return rate_limited(after=5.0) if len(started) == 1 else "ok"
+
+    model = ResilientModel(FunctionModel(answer), clock=clock)  # type: ignore[arg-type]
+    first = asyncio.create_task(ask(model))
+    await asyncio.sleep(0)  # the first request got its 429
+    clock.advance(2.0)
+    second = await ask(model)
+    assert second.text == "ok" and (await first).text == "ok"
+    assert started[0] == 0.0 and min(started[1:]) >= 5.0, "no request before Retry-After"

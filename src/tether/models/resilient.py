@@ -4,6 +4,11 @@
 the failures marked retryable (429, 5xx, timeouts, cut streams) with jittered backoff
 that honours ``Retry-After``, within a deadline, and stops calling an endpoint that keeps
 failing (its breaker opens; the error is then ``circuit_open`` and nothing is sent).
+
+A 429 slows down every request of the model, not only the one that got it: when the
+provider says ``Retry-After: N``, no request of this model starts for the next N seconds
+(a rate limit is not an outage, so it never counts against the breaker).
+
 ``"openai:..."`` and ``"anthropic:..."`` models from :func:`tether.models.resolve_model`
 come wrapped like this.
 """
@@ -15,6 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from tether.clock import Clock, SystemClock
+from tether.errors import TetherError
 from tether.messages import Message, ModelResponse, ToolDefinition
 from tether.models.base import Model, ModelSettings, close_model
 from tether.resilience import CircuitBreaker, RetryAttempt, RetryPolicy
@@ -53,6 +59,13 @@ class ResilientModel:
         self.breaker = breaker or CircuitBreaker(model.name, clock=self.clock)
         self.rng = rng or random.Random()
         self.on_retry = on_retry
+        self._resume_at = 0.0
+        """Monotonic time before which no request starts (after a 429's Retry-After)."""
+
+    def _throttle(self, error: TetherError) -> None:
+        delay = getattr(error, "retry_after", None)
+        if error.error_class == "rate_limited" and delay:
+            self._resume_at = max(self._resume_at, self.clock.monotonic() + delay)
 
     @property
     def name(self) -> str:
@@ -81,7 +94,16 @@ class ResilientModel:
         async def attempt() -> ModelResponse:
             nonlocal attempts
             attempts += 1
-            return await self.breaker.call(lambda: self.model.request(messages, tools, settings))
+            pause = self._resume_at - self.clock.monotonic()
+            if pause > 0:
+                await self.clock.sleep(pause)
+            try:
+                return await self.breaker.call(
+                    lambda: self.model.request(messages, tools, settings)
+                )
+            except TetherError as exc:
+                self._throttle(exc)
+                raise
 
         response = await self.retry.call(
             attempt, clock=self.clock, rng=self.rng, on_retry=self.on_retry
