@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 setup:
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.9"
-	$(UV) sync --frozen --extra local
+	$(UV) sync --frozen --all-extras
 
 # The demo succeeds whenever the run ends in a typed status, even one the small local
 # model earns by misbehaving (`tether run` itself exits with that status's code); a usage
