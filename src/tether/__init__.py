@@ -51,7 +51,7 @@ from tether.runtime import Tether
 from tether.settings import RunLimits
 from tether.status import RunStatus
 from tether.store import InMemoryStore, Store
-from tether.tools import Effect, Risk, RunContext, Tool, tool
+from tether.tools import Compensation, Effect, Risk, RunContext, Tool, tool
 
 try:
     __version__ = version("tether")
@@ -63,6 +63,7 @@ __all__ = [
     "AgentLoadError",
     "AssistantMessage",
     "Clock",
+    "Compensation",
     "ConfigurationError",
     "Effect",
     "Event",

@@ -2,11 +2,12 @@
 
 from tether.tools.executor import ToolOutcome, execute
 from tether.tools.feedback import MAX_ERROR_BYTES, error_result, truncate_output
-from tether.tools.tool import Effect, Risk, RunContext, Tool, tool
+from tether.tools.tool import Compensation, Effect, Risk, RunContext, Tool, tool
 from tether.tools.validation import Rejected, Validated, validate_call
 
 __all__ = [
     "MAX_ERROR_BYTES",
+    "Compensation",
     "Effect",
     "Rejected",
     "Risk",

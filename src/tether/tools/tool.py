@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 from tether.errors import ConfigurationError
 from tether.messages import ToolDefinition
 
-__all__ = ["Effect", "Risk", "RunContext", "Tool", "tool"]
+__all__ = ["Compensation", "Effect", "Risk", "RunContext", "Tool", "tool"]
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
@@ -78,6 +78,24 @@ class RunContext:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Compensation:
+    """What a tool's ``compensate`` function is given to undo one completed call."""
+
+    run_id: str
+    """Id of the run whose call is undone."""
+    step: int
+    """Step of the call within that run."""
+    arguments: dict[str, Any]
+    """The call's validated arguments (as JSON values)."""
+    result: Any
+    """What the call returned, decoded from the journal (JSON values; the text itself
+    when it was not JSON)."""
+    idempotency_key: str
+    """A key for the compensation, stable across repeats of the same undo (the call's
+    idempotency key with ``:undo`` appended): pass it to APIs that deduplicate."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Tool:
     """A callable the model may use. Build one with :func:`tool`.
 
@@ -104,6 +122,10 @@ class Tool:
     """Time one call may take; ``None`` means only the run's deadline applies."""
     definition: ToolDefinition
     """The name, description and JSON schema sent to models (built once)."""
+    compensate: Callable[[Compensation], Any] | None = None
+    """Undoes one completed call (sync or async), for ``tether undo``; ``None`` when the
+    tool has nothing to undo or cannot be undone. It must be idempotent: an undo that was
+    interrupted runs it again."""
     is_async: bool = field(init=False)
     """Whether the function is a coroutine function (computed)."""
 
@@ -185,6 +207,7 @@ def tool(
     risk: Risk | str = Risk.READ,
     effect: Effect | str | None = None,
     timeout: timedelta | float | None = None,
+    compensate: Callable[[Compensation], Any] | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -197,6 +220,7 @@ def tool(
     risk: Risk | str = Risk.READ,
     effect: Effect | str | None = None,
     timeout: timedelta | float | None = None,
+    compensate: Callable[[Compensation], Any] | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Turn a function into a :class:`Tool`; use as ``@tool`` or ``@tool(...)``.
 
@@ -208,6 +232,8 @@ def tool(
         effect: ``read``, ``idempotent`` or ``at_most_once``. Defaults to ``read`` for
             read tools and ``at_most_once`` otherwise (the safe choice after a crash).
         timeout: Seconds (or a ``timedelta``) one call may take. Default none.
+        compensate: Undoes one completed call, given a :class:`Compensation`; run by
+            ``tether undo``. Must be idempotent. Default none.
 
     Raises:
         ConfigurationError: The function cannot be described (missing type hints,
@@ -216,7 +242,13 @@ def tool(
 
     def build(fn: ToolFunction) -> Tool:
         return _build_tool(
-            fn, name=name, description=description, risk=risk, effect=effect, timeout=timeout
+            fn,
+            name=name,
+            description=description,
+            risk=risk,
+            effect=effect,
+            timeout=timeout,
+            compensate=compensate,
         )
 
     if function is not None:
@@ -232,6 +264,7 @@ def _build_tool(
     risk: Risk | str,
     effect: Effect | str | None,
     timeout: timedelta | float | None,
+    compensate: Callable[[Compensation], Any] | None = None,
 ) -> Tool:
     tool_name: str = name or str(getattr(fn, "__name__", ""))
     if not _NAME_PATTERN.fullmatch(tool_name):
@@ -260,6 +293,7 @@ def _build_tool(
         risk=risk_value,
         effect=effect_value,
         timeout=_as_timedelta(timeout, tool_name),
+        compensate=compensate,
         definition=ToolDefinition(
             name=tool_name,
             description=tool_description,
