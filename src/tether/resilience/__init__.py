@@ -19,6 +19,7 @@ from tether.resilience.breaker import (
     CircuitOpenError,
     counts_as_failure,
 )
+from tether.resilience.limiter import RateLimitedError, TokenBucket
 from tether.resilience.retry import Jitter, RetryAttempt, RetryPolicy
 from tether.resilience.retry_after import parse_retry_after, retry_after_from_headers
 
@@ -30,8 +31,10 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Jitter",
+    "RateLimitedError",
     "RetryAttempt",
     "RetryPolicy",
+    "TokenBucket",
     "counts_as_failure",
     "parse_retry_after",
     "retry_after_from_headers",
