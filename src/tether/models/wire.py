@@ -27,7 +27,9 @@ def message_to_wire(message: Message) -> dict[str, Any]:
     if isinstance(message, UserMessage):
         return {"role": "user", "content": message.content}
     if isinstance(message, AssistantMessage):
-        wire: dict[str, Any] = {"role": "assistant", "content": message.text}
+        # No text is "", not null: OpenAI takes either beside tool calls, but
+        # llama_cpp.server answers HTTP 500 to null and to a missing "content".
+        wire: dict[str, Any] = {"role": "assistant", "content": message.text or ""}
         if message.tool_calls:
             wire["tool_calls"] = [
                 {
