@@ -22,6 +22,7 @@ from tether.agent import Agent
 from tether.clock import Clock, SystemClock
 from tether.errors import AgentLoadError, ConfigurationError, ModelError, TetherError, ToolError
 from tether.events import (
+    CheckpointTaken,
     Event,
     LimitHit,
     ModelFailed,
@@ -62,6 +63,7 @@ __all__ = [
     "Agent",
     "AgentLoadError",
     "AssistantMessage",
+    "CheckpointTaken",
     "Clock",
     "Compensation",
     "ConfigurationError",

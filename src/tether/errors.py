@@ -121,9 +121,27 @@ class ToolError(TetherError):
     """Raised by a tool to report a failure that the model should see.
 
     The message is returned to the model as a structured error result; the run goes on.
+    ``retryable=True`` asks the tool's retry policy for another attempt. ``executed=False``
+    says the call certainly did not take effect (the request never left, a lock was not
+    taken): only then is an ``at_most_once`` tool retried.
+
+    Attributes:
+        executed: ``False`` when the failed call certainly had no effect; ``None`` when
+            unknown (the default).
     """
 
     error_class = "tool_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: str | None = None,
+        retryable: bool | None = None,
+        executed: bool | None = None,
+    ) -> None:
+        super().__init__(message, error_class=error_class, retryable=retryable)
+        self.executed = executed
 
 
 class SchemaVersionError(ConfigurationError):

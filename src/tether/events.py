@@ -17,6 +17,7 @@ from tether.messages import ModelResponse
 from tether.status import RunStatus
 
 __all__ = [
+    "CheckpointTaken",
     "Event",
     "LimitHit",
     "ModelFailed",
@@ -127,6 +128,25 @@ class ToolCallFinished:
     repeated: bool
     at: datetime
     kind: Literal["tool_call_finished"] = "tool_call_finished"
+    tier: str | None = None
+    """The fallback tool that served the call, or ``None`` when the tool itself did."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointTaken:
+    """The run's state just before a tool with side effects ran (risk not ``read``).
+
+    The journal up to this event is the state to return to: ``tether undo`` compensates
+    the calls made from here on, newest first.
+    """
+
+    run_id: str
+    step: int
+    call_id: str
+    tool: str
+    risk: str
+    at: datetime
+    kind: Literal["checkpoint_taken"] = "checkpoint_taken"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +212,7 @@ Event = (
     | ModelResponded
     | ModelFailed
     | ResponseRejected
+    | CheckpointTaken
     | ToolCallStarted
     | ToolCallFinished
     | ToolCallInDoubt

@@ -126,7 +126,7 @@ def test_tool_that_raises_becomes_an_error_result() -> None:
     assert result.status is RunStatus.COMPLETED
     assert ran == ["http://x"]
     error = error_of(last_result(model))
-    assert error["error"] == "tool_error"
+    assert error["error"] == "tool_unavailable" and error["retryable"] is True
     assert "ConnectionError: connection reset" in error["message"]
 
 
@@ -234,7 +234,7 @@ def test_interrupted_call_is_journaled_as_started_and_timed_out() -> None:
     assert finished.error_class == "run_timed_out" and finished.executed is True
 
 
-def test_a_tool_raising_timeout_error_itself_is_a_tool_error() -> None:
+def test_a_tool_raising_timeout_error_itself_is_unavailable_not_timed_out() -> None:
     @tool
     def remote() -> str:
         """Calls a remote service."""
@@ -243,7 +243,7 @@ def test_a_tool_raising_timeout_error_itself_is_a_tool_error() -> None:
     model = ScriptedModel([call("remote"), "ok"])
     make_agent(model, [remote]).run_sync("go")
     error = error_of(last_result(model))
-    assert error["error"] == "tool_error"
+    assert error["error"] == "tool_unavailable", "its own timeout, not the tool's deadline"
     assert "socket timed out" in error["message"]
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from tether.events import (
+    CheckpointTaken,
     Event,
     LimitHit,
     ModelFailed,
@@ -103,6 +104,7 @@ def one_of_each(run_id: str) -> list[Event]:
         ResponseRejected(
             run_id=run_id, step=4, reason="duplicate_call_ids", message="ids repeat", at=AT
         ),
+        CheckpointTaken(run_id=run_id, step=5, call_id="c1", tool="add", risk="write", at=AT),
         ToolCallStarted(
             run_id=run_id,
             step=5,

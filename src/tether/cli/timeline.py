@@ -57,7 +57,9 @@ class Timeline:
 
     def _count(self, event: Event) -> None:
         match event:
-            case ToolCallFinished(error_class=error_class, repeated=repeated):
+            case ToolCallFinished(error_class=error_class, repeated=repeated, tier=tier):
+                if tier is not None:
+                    self.caught["results from a fallback tool"] += 1
                 if repeated:
                     self.caught["repeated calls"] += 1
                 elif error_class in _CAUGHT:

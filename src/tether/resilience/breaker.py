@@ -50,6 +50,8 @@ FAILURE_CLASSES = frozenset(
         "connection_error",
         "stream_truncated",
         "invalid_response",
+        "tool_timeout",
+        "tool_unavailable",
     }
 )
 """The ``error_class`` values that count as failures of the endpoint by default."""

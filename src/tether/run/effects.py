@@ -12,17 +12,15 @@ committed before the function runs. When a resumed run reaches a call:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
-from tether.events import ReviewDecided, ToolCallStarted
+from tether.clock import Clock
+from tether.events import CheckpointTaken, ReviewDecided, ToolCallStarted
 from tether.failpoints import failpoint
 from tether.ids import idempotency_key
 from tether.run.calls import CallRecord
 from tether.run.journal import Journal
 from tether.run.state import RunState
 from tether.settings import RunLimits
-from tether.tools import Effect, RunContext, ToolOutcome, Validated, error_result, execute
+from tether.tools import Effect, Risk, RunContext, ToolOutcome, Validated, error_result, execute
 
 __all__ = ["DurableCalls"]
 
@@ -36,12 +34,13 @@ class DurableCalls:
         journal: Journal,
         state: RunState,
         limits: RunLimits,
-        now: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self.journal = journal
         self.state = state
         self.limits = limits
-        self.now = now
+        self.clock = clock
+        self.now = clock.now
         self.in_flight: dict[str, int] = {}
         """Call id -> step of calls whose intent is recorded and result is not."""
 
@@ -50,6 +49,18 @@ class DurableCalls:
         failpoint("before_intent")
         self.in_flight[record.call.id] = record.step
         record.idempotency_key = idempotency_key(self.state.run_id, checked.digest)
+        risk = checked.tool.risk
+        if risk is not Risk.READ:
+            self.journal.emit(
+                CheckpointTaken(
+                    run_id=self.state.run_id,
+                    step=record.step,
+                    call_id=record.call.id,
+                    tool=checked.tool.name,
+                    risk=risk.value,
+                    at=self.now(),
+                )
+            )
         self.journal.emit(
             ToolCallStarted(
                 run_id=self.state.run_id,
@@ -87,7 +98,10 @@ class DurableCalls:
         result = replay.results.get(step)
         if result is not None:
             record.outcome = ToolOutcome(
-                content=result.content, is_error=result.is_error, error_class=result.error_class
+                content=result.content,
+                is_error=result.is_error,
+                error_class=result.error_class,
+                tier=result.tier,
             )
             record.executed = result.executed
             return
@@ -118,6 +132,7 @@ class DurableCalls:
             context,
             timeout_s=None if timeout is None else timeout.total_seconds(),
             max_output_chars=self.limits.max_tool_output_chars,
+            clock=self.clock,
         )
         record.executed = True
         failpoint("after_call_before_result")

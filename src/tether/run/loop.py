@@ -168,7 +168,7 @@ class Run(Generic[OutputT]):
             run_id=started.run_id, agent=started.agent, user=started.user, started_at=started.at
         )
         self.calls = DurableCalls(
-            journal=journal, state=self.state, limits=self.limits, now=clock.now
+            journal=journal, state=self.state, limits=self.limits, clock=clock
         )
         self._batch: list[CallRecord] = []
         """Records of the batch being executed, until they are all recorded."""
@@ -428,8 +428,10 @@ class Run(Generic[OutputT]):
                 executed=record.executed,
                 repeated=record.repeated,
                 at=self.clock.now(),
+                tier=outcome.tier,
             )
         )
+        state.degraded = state.degraded or outcome.tier is not None
         state.messages.append(
             ToolResultMessage(
                 call_id=record.call.id,

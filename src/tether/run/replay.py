@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from tether.errors import ReplayDivergedError
 from tether.events import (
+    CheckpointTaken,
     Event,
     LimitHit,
     ModelFailed,
@@ -134,6 +135,7 @@ def _key(event: Event) -> tuple[str, int | str] | None:
         case (
             ModelResponded()
             | ModelFailed()
+            | CheckpointTaken()
             | ToolCallStarted()
             | ToolCallFinished()
             | ToolCallInDoubt()

@@ -41,6 +41,7 @@ def result_from_journal(journal: Sequence[Event]) -> RunResult[Any]:
             steps = max(steps, event.step)
         elif isinstance(event, ToolCallFinished):
             steps = max(steps, event.step)
+            degraded = degraded or event.tier is not None
             tool_calls += event.error_class != "limit_reached"
     error = (
         None

@@ -8,19 +8,23 @@ stopped.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from tether.clock import Clock, SystemClock
 from tether.errors import TetherError
 from tether.tools.feedback import error_result, truncate_output
-from tether.tools.tool import RunContext
+from tether.tools.guard import serve
+from tether.tools.tool import RunContext, Tool
 from tether.tools.validation import Validated
 
 __all__ = ["ToolOutcome", "execute"]
+
+_SYSTEM = SystemClock()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,41 +37,45 @@ class ToolOutcome:
     """Whether the call failed."""
     error_class: str | None = None
     """``tool_error``, ``tool_timeout``, ``invalid_result`` or the raised error's class."""
+    tier: str | None = None
+    """The fallback tool that served the call, or ``None`` when the tool itself did."""
 
 
 async def execute(
-    call: Validated, context: RunContext, *, timeout_s: float | None, max_output_chars: int
+    call: Validated,
+    context: RunContext,
+    *,
+    timeout_s: float | None,
+    max_output_chars: int,
+    clock: Clock | None = None,
 ) -> ToolOutcome:
-    """Run ``call`` within ``timeout_s`` seconds (``None``: no limit) and capture the outcome.
+    """Run ``call`` through its tool's guards (:mod:`tether.tools.guard`) and capture it.
 
     Args:
         call: A call that passed :func:`~tether.tools.validation.validate_call`.
         context: Injected into the function if it asks for a ``RunContext``.
-        timeout_s: The tool's timeout in seconds; the run's own deadline applies besides.
+        timeout_s: Seconds one attempt may take; the run's own deadline applies besides.
         max_output_chars: Longer results are truncated with an explicit marker.
+        clock: Times retries, breakers and rate limits. Default: the system clock.
     """
     tool = call.tool
-    deadline = None if timeout_s is None else asyncio.timeout(timeout_s)
     try:
-        if deadline is None:
-            value = await tool.invoke(call.arguments, context)
-        else:
-            async with deadline:
-                value = await tool.invoke(call.arguments, context)
-    except TimeoutError as exc:
-        if deadline is not None and deadline.expired():
-            message = f"the call did not finish within {timeout_s:g} s"
-            return _failure("tool_timeout", message, tool.name)
-        return _failure("tool_error", f"TimeoutError: {exc}", tool.name)
+        served = await serve(
+            tool, call.arguments, context, clock=clock or _SYSTEM, timeout_s=timeout_s
+        )
     except TetherError as exc:
         return _failure(exc.error_class, exc.message, tool.name, retryable=exc.retryable)
     except Exception as exc:
         return _failure("tool_error", f"{type(exc).__name__}: {exc}", tool.name)
-    return _success(value, call, max_output_chars)
+    outcome = _success(served.value, served.tool, max_output_chars)
+    if served.tool is tool:
+        return outcome
+    note = f"\n[tether: served by the fallback tool {served.tool.name!r}]"
+    return dataclasses.replace(outcome, content=outcome.content + note, tier=served.tool.name)
 
 
-def _success(value: Any, call: Validated, max_output_chars: int) -> ToolOutcome:
-    adapter = call.tool.result_adapter
+def _success(value: Any, tool: Tool, max_output_chars: int) -> ToolOutcome:
+    adapter = tool.result_adapter
     try:
         if adapter is not None:
             value = adapter.validate_python(value)
@@ -77,7 +85,7 @@ def _success(value: Any, call: Validated, max_output_chars: int) -> ToolOutcome:
         return _failure(
             "invalid_result",
             f"the tool returned a value that does not match its declared type: {summary}",
-            call.tool.name,
+            tool.name,
         )
     return ToolOutcome(content=truncate_output(text, max_output_chars))
 

@@ -17,7 +17,8 @@ import contextlib
 import inspect
 import re
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -27,8 +28,19 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from tether.errors import ConfigurationError
 from tether.messages import ToolDefinition
+from tether.resilience import BreakerSnapshot, CircuitBreaker, RetryPolicy, TokenBucket
 
-__all__ = ["Compensation", "Effect", "Risk", "RunContext", "Tool", "tool"]
+__all__ = [
+    "HEALTH_WINDOW",
+    "Compensation",
+    "Effect",
+    "Risk",
+    "RunContext",
+    "Tool",
+    "ToolHealth",
+    "ToolStats",
+    "tool",
+]
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
@@ -126,11 +138,46 @@ class Tool:
     """Undoes one completed call (sync or async), for ``tether undo``; ``None`` when the
     tool has nothing to undo or cannot be undone. It must be idempotent: an undo that was
     interrupted runs it again."""
+    retry: RetryPolicy | None = None
+    """Retries retryable failures of a call; ``None``: one attempt. See
+    :mod:`tether.tools.guard` for what is retryable."""
+    retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    """Exception types (besides tether errors marked retryable) worth another attempt."""
+    breaker: CircuitBreaker | None = None
+    """Stops calling the tool while it keeps failing; ``None``: no breaker."""
+    probe: Callable[[], Any] | None = None
+    """A side-effect-free health check (sync or async) run instead of a real call when the
+    breaker is half-open. Required for a breaker on a tool whose risk is not ``read``."""
+    rate_limit: TokenBucket | None = None
+    """Calls per second allowed (waiting or failing fast per the bucket); ``None``: no cap."""
+    concurrency: int | None = None
+    """At most this many calls of the tool at once, across runs of the process; ``None``:
+    no cap."""
+    fallbacks: tuple[Tool, ...] = ()
+    """Tools that serve in order, with the same arguments, when this one fails or its
+    breaker is open. A result served by one marks the run ``degraded``."""
+    stats: ToolStats = field(default_factory=lambda: ToolStats(), compare=False, repr=False)
+    """Recent outcomes of the tool in this process (see :meth:`health`)."""
     is_async: bool = field(init=False)
     """Whether the function is a coroutine function (computed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
+        object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
+        if self.breaker is not None and self.risk is not Risk.READ and self.probe is None:
+            raise ConfigurationError(
+                f"tool {self.name!r}: a breaker on a {self.risk.value!r} tool needs a "
+                "side-effect-free probe= to test the tool when half-open"
+            )
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigurationError(f"tool {self.name!r}: concurrency must be at least 1")
+        for fallback in self.fallbacks:
+            if not isinstance(fallback, Tool):
+                raise ConfigurationError(f"tool {self.name!r}: fallback {fallback!r} is not a Tool")
+
+    def health(self) -> ToolHealth:
+        """The tool's state in this process: its breaker and its recent error rate."""
+        return self.stats.health(self.name, self.breaker)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function directly, bypassing validation."""
@@ -191,6 +238,49 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args:
         loop.call_soon_threadsafe(callback, *args)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolHealth:
+    """How a tool has been doing in this process (from :meth:`Tool.health`)."""
+
+    name: str
+    """The tool's name."""
+    breaker: BreakerSnapshot | None
+    """Its breaker's state, or ``None`` without a breaker."""
+    calls: int
+    """Calls among the recent ones (at most :data:`HEALTH_WINDOW`)."""
+    errors: int
+    """How many of them failed."""
+
+    @property
+    def error_rate(self) -> float:
+        """Failed share of the recent calls (0.0 without calls)."""
+        return self.errors / self.calls if self.calls else 0.0
+
+
+HEALTH_WINDOW = 100
+"""Recent calls a tool's health is computed over."""
+
+
+class ToolStats:
+    """The outcomes of a tool's recent calls (a sliding window of :data:`HEALTH_WINDOW`)."""
+
+    def __init__(self) -> None:
+        self._outcomes: deque[bool] = deque(maxlen=HEALTH_WINDOW)
+
+    def record(self, *, failed: bool) -> None:
+        """Add one call's outcome."""
+        self._outcomes.append(failed)
+
+    def health(self, name: str, breaker: CircuitBreaker | None) -> ToolHealth:
+        """The health of the tool ``name`` with ``breaker``."""
+        return ToolHealth(
+            name=name,
+            breaker=None if breaker is None else breaker.snapshot(),
+            calls=len(self._outcomes),
+            errors=sum(self._outcomes),
+        )
+
+
 ToolFunction = Callable[..., Any]
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -208,6 +298,12 @@ def tool(
     effect: Effect | str | None = None,
     timeout: timedelta | float | None = None,
     compensate: Callable[[Compensation], Any] | None = None,
+    retry: RetryPolicy | None = None,
+    breaker: CircuitBreaker | None = None,
+    probe: Callable[[], Any] | None = None,
+    rate_limit: TokenBucket | None = None,
+    concurrency: int | None = None,
+    fallbacks: Sequence[Tool] = (),
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -221,6 +317,12 @@ def tool(
     effect: Effect | str | None = None,
     timeout: timedelta | float | None = None,
     compensate: Callable[[Compensation], Any] | None = None,
+    retry: RetryPolicy | None = None,
+    breaker: CircuitBreaker | None = None,
+    probe: Callable[[], Any] | None = None,
+    rate_limit: TokenBucket | None = None,
+    concurrency: int | None = None,
+    fallbacks: Sequence[Tool] = (),
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Turn a function into a :class:`Tool`; use as ``@tool`` or ``@tool(...)``.
 
@@ -234,6 +336,15 @@ def tool(
         timeout: Seconds (or a ``timedelta``) one call may take. Default none.
         compensate: Undoes one completed call, given a :class:`Compensation`; run by
             ``tether undo``. Must be idempotent. Default none.
+        retry: Retries retryable failures (see :mod:`tether.tools.guard`). Default: one
+            attempt. An ``at_most_once`` tool is retried only after an error that proves
+            the call did not happen (``ToolError(..., executed=False)``).
+        breaker: A circuit breaker for the tool. Default none.
+        probe: A side-effect-free check run instead of a real call while the breaker is
+            half-open; required with a breaker unless the risk is ``read``.
+        rate_limit: A :class:`~tether.resilience.TokenBucket`. Default none.
+        concurrency: At most this many calls at once. Default: no cap.
+        fallbacks: Tools that serve, in order, when this one fails or its breaker is open.
 
     Raises:
         ConfigurationError: The function cannot be described (missing type hints,
@@ -249,6 +360,14 @@ def tool(
             effect=effect,
             timeout=timeout,
             compensate=compensate,
+            guards={
+                "retry": retry,
+                "breaker": breaker,
+                "probe": probe,
+                "rate_limit": rate_limit,
+                "concurrency": concurrency,
+                "fallbacks": tuple(fallbacks),
+            },
         )
 
     if function is not None:
@@ -265,6 +384,7 @@ def _build_tool(
     effect: Effect | str | None,
     timeout: timedelta | float | None,
     compensate: Callable[[Compensation], Any] | None = None,
+    guards: dict[str, Any] | None = None,
 ) -> Tool:
     tool_name: str = name or str(getattr(fn, "__name__", ""))
     if not _NAME_PATTERN.fullmatch(tool_name):
@@ -294,6 +414,7 @@ def _build_tool(
         effect=effect_value,
         timeout=_as_timedelta(timeout, tool_name),
         compensate=compensate,
+        **(guards or {}),
         definition=ToolDefinition(
             name=tool_name,
             description=tool_description,
