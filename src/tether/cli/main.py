@@ -201,6 +201,46 @@ def review(
     _report(outcome, as_json, timeline, journal)
 
 
+@app.command(name="undo")
+def undo_run(
+    run_id: Annotated[str, typer.Argument(help="The finished run to undo.")],
+    to_step: Annotated[
+        int, typer.Option(min=1, help="Undo the effects of this step and later ones.")
+    ] = 1,
+    user: UserOption = None,
+    as_json: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Run the compensations of a finished run's effects, newest first; report the rest.
+
+    Exits 0 when every effect that can be undone was undone (irreversible ones are listed),
+    1 when a compensation failed (run it again to retry), 2 for usage errors.
+    """
+    from tether.undo import undo
+
+    report = execute(store, lambda t: undo(t, run_id, to_step=to_step, user=user))
+    if as_json:
+        print_json(
+            {
+                "run_id": report.run_id,
+                "undo_run_id": report.undo_run_id,
+                "complete": report.complete,
+                "steps": [
+                    {"step": s.step, "tool": s.tool, "outcome": s.outcome, "message": s.message}
+                    for s in report.steps
+                ],
+            }
+        )
+    else:
+        if not report.steps:
+            out.print("nothing to undo: the run made no side-effecting call")
+        for item in report.steps:
+            note = f" ({item.message})" if item.message else ""
+            out.print(f"step {item.step:>4}  {item.tool}  {item.outcome}{note}", highlight=False)
+        out.print(f"[dim]journaled as run {report.undo_run_id}[/]", highlight=False)
+    raise typer.Exit(0 if report.complete else 1)
+
+
 class InDoubtChoice(StrEnum):
     """Choices of ``--in-doubt`` (see ``Tether(in_doubt=...)``)."""
 
