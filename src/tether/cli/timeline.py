@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether.events import (
+    CheckpointTaken,
     Event,
     LimitHit,
     ModelFailed,
@@ -99,6 +100,8 @@ def _line(event: Event) -> str | None:
             return f"[dim]   ·[/] [yellow]rejected[/] {reason}"
         case LimitHit(limit=limit):
             return f"[dim]   ·[/] [yellow]limit[/] {limit}"
+        case CheckpointTaken(step=step, tool=tool, risk=risk):
+            return f"[dim]{step:>4} checkpoint before {escape(tool)} ({risk})[/]"
         case ToolCallInDoubt(step=step, tool=tool):
             return f"[dim]{step:>4}[/] tool    [yellow]? {escape(tool)} in doubt[/] (needs review)"
         case ReviewDecided(step=step, decision=decision, reviewer=reviewer):
