@@ -10,7 +10,8 @@ script of tool calls and a final answer. A round is one model response with one 
 
 Each run goes into its own ``SqliteStore`` file, then the ``events`` rows of the run are
 measured three ways: the ``body`` column (bytes of UTF-8), the whole row as stored data
-(``body`` + ``run_id`` + ``kind`` + 8 bytes for ``seq``), and SQLite's own figures from
+(``body`` + ``kind`` + the key: the integer ``run_key`` and ``seq``, counted as 8 bytes
+each, the most SQLite spends on an integer), and SQLite's own figures from
 the ``dbstat`` virtual table (payload bytes of the ``events`` b-tree, and the pages it
 occupies, which round up to whole 4 KiB pages). Growth is linear when bytes per step stay
 roughly constant between 100 and 1,000 steps.
@@ -40,6 +41,8 @@ TASK = "What is 1 + 2?"
 # steps -> (rounds of one call, responses with two parallel calls)
 SHAPES = {9: (4, 0), 100: (48, 1), 1000: (498, 1)}
 LINEAR_TOLERANCE = 0.10
+KEY_BYTES = 16
+"""The row key (run_key, seq): two integers, counted at their widest (8 bytes each)."""
 
 
 def plain_add(a: int, b: int) -> int:
@@ -79,18 +82,19 @@ def measure(path: Path, run_id: str) -> dict[str, Any]:
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # dbstat reads the main file
+        (run_key,) = conn.execute("SELECT run_key FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         events, body, row = conn.execute(
             "SELECT count(*), sum(length(CAST(body AS BLOB))),"
-            " sum(length(CAST(body AS BLOB)) + length(CAST(run_id AS BLOB))"
-            " + length(CAST(kind AS BLOB)) + 8) FROM events WHERE run_id = ?",
-            (run_id,),
+            f" sum(length(CAST(body AS BLOB)) + length(CAST(kind AS BLOB)) + {KEY_BYTES})"
+            " FROM events WHERE run_key = ?",
+            (run_key,),
         ).fetchone()
         kinds = {
             kind: {"events": count, "avg_body_bytes": round(size / count, 1)}
             for kind, count, size in conn.execute(
                 "SELECT kind, count(*), sum(length(CAST(body AS BLOB))) FROM events"
-                " WHERE run_id = ? GROUP BY kind ORDER BY min(seq)",
-                (run_id,),
+                " WHERE run_key = ? GROUP BY kind ORDER BY min(seq)",
+                (run_key,),
             )
         }
         payload, pages = conn.execute(

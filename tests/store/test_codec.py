@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from tests.store.samples import AT, new_id, one_of_each, started, typical_journal
-from tether.events import Event, RunStarted, event_to_json
+from tether.events import Event, RunStarted, ToolCallStarted, event_to_json
 from tether.store.codec import decode_event, encode_event, event_fields
 
 EVERY_KIND = {
@@ -71,6 +71,25 @@ def test_trailing_defaults_are_left_out_and_restored() -> None:
 def test_nested_defaults_are_left_out() -> None:
     body = json.loads(encode_event(one_of_each("r")[1]))  # text=None, cost None
     assert body[1] == {"cost_usd": None}
+
+
+def test_bodies_are_compact_json_as_json_dumps_writes_it() -> None:
+    # The encoder writes with pydantic-core; bodies must stay the text json.dumps wrote
+    # (compact, UTF-8 unescaped), whatever the values: big ints, floats, NaN, controls.
+    awkward = ToolCallStarted(
+        run_id="r",
+        step=1,
+        call_id="c",
+        tool="t",
+        arguments={"f": 1e16, "g": 0.1, "n": float("nan"), "big": -(2**80), "s": 'é\u2028\x00"\\'},
+        idempotency_key="k",
+        effect="read",
+        at=AT,
+    )
+    for event in [*every_event(), awkward]:
+        body = encode_event(event)
+        assert body == json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False)
+    assert json.loads(encode_event(awkward))[3]["n"] is None  # NaN is not JSON
 
 
 def test_layout_is_pinned() -> None:

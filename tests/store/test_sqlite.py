@@ -7,7 +7,7 @@ import os
 import queue
 import sqlite3
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,13 @@ import pytest
 
 from tests.store.claimer import claim_until_empty
 from tests.store.conftest import assert_intact
-from tests.store.samples import model_failed, started
+from tests.store.samples import AT, model_failed, started, typical_journal
 from tether.errors import ConfigurationError, LeaseLostError, RunStateError, SchemaVersionError
+from tether.events import Event, RunStarted
 from tether.status import RunStatus
-from tether.store import SqliteStore
+from tether.store import Lease, SqliteStore
 from tether.store import sqlite as sqlite_store
+from tether.store.codec import encode_event
 from tether.store.migrations import MIGRATIONS, SCHEMA_VERSION, split_statements
 
 LONG = timedelta(minutes=5)
@@ -85,6 +87,7 @@ async def test_migrates_a_new_file_once(tmp_path: Path) -> None:
     assert path.exists()
     schema = tables(path)
     assert schema["runs"] == [
+        "run_key",
         "run_id",
         "agent",
         "agent_ref",
@@ -100,7 +103,7 @@ async def test_migrates_a_new_file_once(tmp_path: Path) -> None:
         "attempts",
         "event_count",
     ]
-    assert schema["events"] == ["run_id", "seq", "kind", "body"]
+    assert schema["events"] == ["run_key", "seq", "kind", "body"]
     await SqliteStore(path).close()
     conn = sqlite3.connect(path)
     try:
@@ -108,13 +111,24 @@ async def test_migrates_a_new_file_once(tmp_path: Path) -> None:
             (v,) for v in range(1, SCHEMA_VERSION + 1)
         ]
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert {"runs_claim", "runs_queue", "runs_created", "runs_agent"} <= indexes
+        assert {
+            "runs_claim",
+            "runs_queue",
+            "runs_created",
+            "runs_agent",
+            "runs_finished",
+        } <= indexes
+        (parent,) = conn.execute(
+            "SELECT \"table\", on_delete FROM pragma_foreign_key_list('events')"
+        )
+        assert parent == ("runs", "CASCADE")
         params = {"status": "running", "now": 0.0, "limit": 65}
         first_free = query_plan(conn, sqlite_store._FIRST_FREE, params)
         assert "INDEX runs_queue (status=?)" in first_free
         assert "TEMP B-TREE FOR ORDER BY" not in first_free  # no sort of all candidates
-        lapsed = query_plan(conn, sqlite_store._LAPSED, params)
-        assert "INDEX runs_claim (status=? AND lease_expires_at<?)" in lapsed
+        for lapsed in (sqlite_store._LAPSED_COUNT, sqlite_store._OLDEST_LAPSED):
+            plan = query_plan(conn, lapsed, params)
+            assert "INDEX runs_claim (status=? AND lease_expires_at<?)" in plan
     finally:
         conn.close()
     assert_intact(path)
@@ -124,24 +138,72 @@ def query_plan(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> st
     return " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
 
 
+def old_file(path: Path, version: int) -> sqlite3.Connection:
+    """A database at schema ``version``, created by that version's migrations."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for number in range(1, version + 1):
+        for statement in split_statements(MIGRATIONS[number - 1]):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (number,))
+    return conn
+
+
+def write_old_run(
+    conn: sqlite3.Connection,
+    journal: list[Event],
+    *,
+    status: RunStatus,
+    created_at: float,
+    lease: tuple[str, float, int] | None = None,
+    finished_at: float | None = None,
+) -> None:
+    """Write a run as versions 1 and 2 did: events keyed by the text run id."""
+    first = journal[0]
+    assert isinstance(first, RunStarted)
+    owner, expires, epoch = lease or (None, None, 0)
+    conn.execute(
+        "INSERT INTO runs (run_id, agent, agent_ref, user_id, task, status, created_at,"
+        " updated_at, finished_at, lease_owner, lease_expires_at, lease_epoch, attempts,"
+        " event_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            first.run_id,
+            first.agent,
+            first.agent_ref,
+            first.user,
+            first.task,
+            status.value,
+            created_at,
+            created_at,
+            finished_at,
+            owner,
+            expires,
+            epoch,
+            int(lease is not None),
+            len(journal),
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO events (run_id, seq, kind, body) VALUES (?, ?, ?, ?)",
+        [(e.run_id, seq, e.kind, encode_event(e)) for seq, e in enumerate(journal, 1)],
+    )
+
+
+def versions(path: Path) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+    finally:
+        conn.close()
+
+
 @pytest.mark.anyio
 async def test_upgrades_a_version_1_file_keeping_its_runs(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
-    for statement in split_statements(MIGRATIONS[0]):
-        conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
-    conn.close()
-    old = SqliteStore(tmp_path / "scratch.db")  # to write rows the way version 1 did
+    conn = old_file(path, 1)
     first = started()
-    await old.create_run(first)
-    await old.close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("ATTACH ? AS scratch", (str(tmp_path / "scratch.db"),))
-    conn.execute("INSERT INTO runs SELECT * FROM scratch.runs")
-    conn.execute("INSERT INTO events SELECT * FROM scratch.events")
-    conn.execute("DETACH scratch")
+    write_old_run(conn, [first], status=RunStatus.PENDING, created_at=1.0)
     conn.close()
 
     store = SqliteStore(path)
@@ -151,12 +213,57 @@ async def test_upgrades_a_version_1_file_keeping_its_runs(tmp_path: Path) -> Non
         assert lease is not None and lease.run_id == first.run_id
     finally:
         await store.close()
+    assert versions(path) == list(range(1, SCHEMA_VERSION + 1))
+    assert_intact(path)
+
+
+@pytest.mark.anyio
+async def test_upgrades_a_version_2_file_keeping_runs_events_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    conn = old_file(path, 2)
+    # Same creation time: claim order falls back to insertion order, which must survive.
+    queued = [started(), started()]
+    for first in queued:
+        write_old_run(conn, [first], status=RunStatus.PENDING, created_at=5.0)
+    busy = typical_journal(2)[:-2]  # running, mid-way, held by w1 at epoch 3
+    write_old_run(conn, busy, status=RunStatus.RUNNING, created_at=2.0, lease=("w1", 10**10, 3))
+    done = typical_journal(4)
+    write_old_run(conn, done, status=RunStatus.COMPLETED, created_at=1.0, finished_at=1.5)
+    conn.close()
+
+    store = SqliteStore(path)
+    try:
+        for journal in ([queued[0]], [queued[1]], busy, done):
+            assert list(await store.events(journal[0].run_id)) == journal
+        listed = [r.run_id for r in await store.list_runs()]
+        assert listed == [queued[1].run_id, queued[0].run_id, busy[0].run_id, done[0].run_id]
+        record = await store.get_run(busy[0].run_id)
+        assert record is not None
+        assert (record.status, record.lease_owner, record.events) == (
+            RunStatus.RUNNING,
+            "w1",
+            len(busy),
+        )
+        claimed = [await store.claim("w2", lease_for=LONG) for _ in range(3)]
+        assert [c.run_id if c else None for c in claimed] == [q.run_id for q in queued] + [None]
+        # The old lease still writes, after the migrated rows.
+        held = Lease(run_id=busy[0].run_id, owner="w1", epoch=3, attempts=1, expires_at=AT)
+        more = model_failed(busy[0].run_id, step=3)
+        await store.append([more], held)
+        assert list(await store.events(busy[0].run_id)) == [*busy, more]
+        # Pruning still cascades into the (migrated) journal.
+        assert await store.prune(finished_before=datetime(1970, 1, 1, 0, 0, 2, tzinfo=UTC)) == 1
+        assert await store.events(done[0].run_id) == []
+    finally:
+        await store.close()
     conn = sqlite3.connect(path)
     try:
-        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
-        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (
+            len(queued) + len(busy) + 1,
+        )
     finally:
         conn.close()
+    assert versions(path) == list(range(1, SCHEMA_VERSION + 1))
     assert_intact(path)
 
 

@@ -22,12 +22,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic_core import to_json
 
 from tether.events import Event
 
 __all__ = ["decode_event", "encode_event", "event_fields"]
 
-_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _COLUMNS = frozenset({"run_id", "kind"})
@@ -41,6 +41,8 @@ class _Layout:
     """Fields typed ``datetime``: written as integer microseconds when tz-aware."""
     defaults: dict[str, Any]
     """JSON form of each field's default, for fields that have one."""
+    adapter: TypeAdapter[Any]
+    """The event class's own adapter (cheaper than dispatching on the ``Event`` union)."""
 
 
 def _layouts() -> dict[str, _Layout]:
@@ -58,6 +60,7 @@ def _layouts() -> dict[str, _Layout]:
             fields=names,
             times=frozenset(n for n in names if hints[n] is datetime),
             defaults=defaults,
+            adapter=TypeAdapter(cls),
         )
     return layouts
 
@@ -79,7 +82,7 @@ def encode_event(event: Event) -> str:
     layout = _LAYOUTS[event.kind]
     # Without defaults: nested values shrink, and a top-level field missing here is at its
     # default, so trailing ones can be left out and restored by the decoder.
-    lean = _ADAPTER.dump_python(event, mode="json", exclude_defaults=True)
+    lean = layout.adapter.dump_python(event, mode="json", exclude_defaults=True)
     count = len(layout.fields)
     while count and layout.fields[count - 1] not in lean:
         count -= 1
@@ -90,7 +93,9 @@ def encode_event(event: Event) -> str:
             values.append((value - _EPOCH) // _MICROSECOND)
         else:
             values.append(lean[name] if name in lean else layout.defaults[name])
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    # The values are JSON-ready (pydantic's JSON mode: no NaN, no Decimal, no datetime), so
+    # pydantic-core writes the same compact UTF-8 JSON as json.dumps, several times faster.
+    return to_json(values).decode()
 
 
 def decode_event(run_id: str, kind: str, body: str | bytes) -> Event:
@@ -114,4 +119,5 @@ def decode_event(run_id: str, kind: str, body: str | bytes) -> Event:
             data[name] = _EPOCH + data[name] * _MICROSECOND
     data["run_id"] = run_id
     data["kind"] = kind
-    return _ADAPTER.validate_python(data)
+    event: Event = layout.adapter.validate_python(data)
+    return event

@@ -65,7 +65,65 @@ _V2 = """
 CREATE INDEX runs_queue ON runs (status, created_at, lease_expires_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_V3 = """
+-- events keyed by an integer run key instead of the 36-character run id (about 35 bytes
+-- less per event row): runs get run_key, an alias of their rowid (so claim order, which
+-- breaks created_at ties by rowid, is kept), and both tables are copied.
+CREATE TABLE runs_v3 (
+    run_key INTEGER PRIMARY KEY,     -- the rowid; what events refer to
+    run_id TEXT NOT NULL UNIQUE,
+    agent TEXT NOT NULL,
+    agent_ref TEXT,
+    user_id TEXT,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,        -- unix seconds, database clock
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    event_count INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO runs_v3 (run_key, run_id, agent, agent_ref, user_id, task, status, created_at,
+    updated_at, finished_at, lease_owner, lease_expires_at, lease_epoch, attempts,
+    event_count)
+SELECT rowid, run_id, agent, agent_ref, user_id, task, status, created_at, updated_at,
+    finished_at, lease_owner, lease_expires_at, lease_epoch, attempts, event_count
+FROM runs;
+
+CREATE TABLE events_v3 (
+    run_key INTEGER NOT NULL REFERENCES runs_v3 (run_key) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,            -- 1 for run_started, then contiguous
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,              -- tether.store.codec: the event without run_id, kind
+    PRIMARY KEY (run_key, seq)
+) WITHOUT ROWID;
+INSERT INTO events_v3 (run_key, seq, kind, body)
+SELECT runs_v3.run_key, events.seq, events.kind, events.body
+FROM events JOIN runs_v3 ON runs_v3.run_id = events.run_id;
+
+-- Children first, so dropping runs cascades into nothing. Renaming runs_v3 also renames
+-- the reference in events_v3 (SQLite >= 3.26 rewrites foreign keys on RENAME).
+DROP TABLE events;
+DROP TABLE runs;
+ALTER TABLE runs_v3 RENAME TO runs;
+ALTER TABLE events_v3 RENAME TO events;
+
+-- The indexes of versions 1 and 2, dropped with the old table. The two claim-next indexes
+-- now hold only runs with an agent_ref (the only ones claim next may take), so the claim
+-- queries read the index alone, and runs without one never touch them.
+CREATE INDEX runs_claim ON runs (status, lease_expires_at, created_at)
+    WHERE agent_ref IS NOT NULL;
+CREATE INDEX runs_queue ON runs (status, created_at, lease_expires_at)
+    WHERE agent_ref IS NOT NULL;
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX runs_agent ON runs (agent, created_at);
+CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
