@@ -265,6 +265,10 @@ async def test_invalid_arguments_are_rejected_by_tether(everything: MCPToolset) 
     wrong_type = check(tools, "everything__get-sum", '{"a": 1, "b": "2"}')
     assert isinstance(wrong_type, Rejected)
     assert "at b: '2' is not of type 'number'" in wrong_type.content
+    # 1e400 parses to infinity, which JSON cannot carry: refused, never sent as null.
+    overflow = check(tools, "everything__get-sum", '{"a": 1e400, "b": 1}')
+    assert isinstance(overflow, Rejected)
+    assert "finite" in overflow.content
     enum = check(tools, "everything__get-structured-content", {"location": "Paris"})
     assert isinstance(enum, Rejected)
     assert "is not one of" in enum.content
@@ -303,6 +307,9 @@ async def test_extra_arguments_pass_but_reserved_names_are_refused(
         passed = check(tools, "get-env", {"anything": [1, {"b": None}]})
         assert isinstance(passed, Validated)
         assert passed.arguments == {"anything": [1, {"b": None}]}
+        nested_overflow = check(tools, "get-env", '{"anything": [{"n": -1e400}]}')
+        assert isinstance(nested_overflow, Rejected)
+        assert "finite" in nested_overflow.content
         for name in ("model_dump_json", "__pydantic_serializer__"):
             refused = check(tools, "get-env", {name: 1})
             assert isinstance(refused, Rejected), name

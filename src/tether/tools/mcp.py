@@ -43,6 +43,7 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import math
 import random
 import re
 import sys
@@ -188,6 +189,10 @@ class _RemoteArguments(BaseModel):
                 "arguments do not match the tool's input schema: {problems}",
                 {"problems": "; ".join(problems)},
             )
+        if _has_non_finite_number(data):
+            raise PydanticCustomError(
+                "finite_number", "numbers must be finite (1e400 overflows to infinity)"
+            )
         names = data if isinstance(data, dict) else {}
         reserved = sorted(key for key in names if isinstance(key, str) and _is_reserved(key))
         if reserved:
@@ -210,6 +215,20 @@ _BASE_MODEL_ATTRIBUTES = frozenset(dir(BaseModel))
 def _is_reserved(key: str) -> bool:
     """Names that would shadow what pydantic itself reads from the arguments object."""
     return key.startswith("__") or (key.startswith("model_") and key in _BASE_MODEL_ATTRIBUTES)
+
+
+def _has_non_finite_number(data: Any) -> bool:
+    """Whether a float in ``data`` is infinite or NaN (JSON cannot carry it to the server)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return False
 
 
 def _schema_problems(validator: Any, data: Any) -> list[str]:
