@@ -84,7 +84,7 @@ def validate_call(
                 {"loc": ".".join(map(str, p["loc"])), "msg": p["msg"]} for p in problems[:20]
             ],
         )
-    arguments = dict(model.__dict__)
+    arguments = {**model.__dict__, **(model.model_extra or {})}  # extras: schema-only tools
     digest = call_digest(target.name, model.model_dump_json())
     return Validated(tool=target, arguments=arguments, digest=digest)
 
