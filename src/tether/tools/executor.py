@@ -17,7 +17,7 @@ from pydantic_core import to_json
 
 from tether.clock import Clock, SystemClock
 from tether.errors import TetherError
-from tether.tools.feedback import error_result, truncate_output
+from tether.tools.feedback import describe_exception, error_result, truncate_output
 from tether.tools.guard import serve
 from tether.tools.tool import RunContext, Tool
 from tether.tools.validation import Validated
@@ -66,7 +66,7 @@ async def execute(
     except TetherError as exc:
         return _failure(exc.error_class, exc.message, tool.name, retryable=exc.retryable)
     except Exception as exc:
-        return _failure("tool_error", f"{type(exc).__name__}: {exc}", tool.name)
+        return _failure("tool_error", describe_exception(exc), tool.name)
     outcome = _success(served.value, served.tool, max_output_chars)
     if served.tool is tool:
         return outcome

@@ -37,6 +37,7 @@ from typing import Any
 from tether.clock import Clock
 from tether.errors import TetherError, ToolError
 from tether.resilience import BreakerState
+from tether.tools.feedback import describe_exception
 from tether.tools.tool import Effect, Risk, RunContext, Tool
 
 __all__ = ["Served", "serve"]
@@ -190,9 +191,7 @@ def _unavailable(
 ) -> Exception:
     """``error`` as a retryable ``tool_unavailable`` error if its type is in ``retry_on``."""
     if isinstance(error, retry_on):
-        return ToolError(
-            f"{type(error).__name__}: {error}", error_class="tool_unavailable", retryable=True
-        )
+        return ToolError(describe_exception(error), error_class="tool_unavailable", retryable=True)
     return error
 
 

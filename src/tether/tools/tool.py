@@ -444,7 +444,7 @@ def _signature_models(
     fn: ToolFunction, tool_name: str, param_docs: dict[str, str]
 ) -> tuple[type[BaseModel], str | None, TypeAdapter[Any] | None]:
     try:
-        hints = get_type_hints(fn)
+        hints = get_type_hints(fn, include_extras=True)
     except Exception as exc:
         raise ConfigurationError(f"tool {tool_name!r}: cannot resolve type hints: {exc}") from exc
     fields: dict[str, Any] = {}
@@ -467,7 +467,7 @@ def _signature_models(
         fields[param.name] = (annotation, Field(default, description=param_docs.get(param.name)))
     model = create_model(
         f"{tool_name.replace('.', '_').replace('-', '_')}_arguments",
-        __config__=ConfigDict(extra="forbid"),
+        __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
         **fields,
     )
     returns = hints.get("return")

@@ -10,6 +10,7 @@ value, not an exception.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,10 @@ def validate_call(
 ) -> Validated | Rejected:
     """Check one call against the run's tools. Never raises for bad input."""
     raw = call.arguments
-    size = len(raw) if len(raw) > max_argument_bytes else len(raw.encode())
+    try:
+        size = len(raw) if len(raw) > max_argument_bytes else len(raw.encode())
+    except UnicodeEncodeError:  # a lone surrogate: not text any JSON parser would produce
+        return _reject("malformed_arguments", "arguments are not valid UTF-8 text", call)
     if size > max_argument_bytes:
         return _reject(
             "arguments_too_large",
@@ -108,6 +112,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -118,4 +129,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 # Built once: json.loads() with hooks constructs a new decoder on every call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant,
+    parse_float=_finite_float,
+    object_pairs_hook=_unique_keys,
+)
