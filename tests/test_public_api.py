@@ -13,6 +13,7 @@ import tether.resilience
 import tether.run
 import tether.store
 import tether.testing
+import tether.toolkit
 import tether.tools
 
 MODULES = [
@@ -23,6 +24,7 @@ MODULES = [
     tether.resilience,
     tether.store,
     tether.run,
+    tether.toolkit,
 ]
 
 
