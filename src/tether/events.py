@@ -130,6 +130,8 @@ class ToolCallFinished:
     kind: Literal["tool_call_finished"] = "tool_call_finished"
     tier: str | None = None
     """The fallback tool that served the call, or ``None`` when the tool itself did."""
+    dedupe_of: str | None = None
+    """The run whose result this call reused without running (cross-run dedupe), if any."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -120,6 +120,7 @@ def test_layout_is_pinned() -> None:
             "repeated",
             "at",
             "tier",
+            "dedupe_of",
         ),
         "checkpoint_taken": ("step", "call_id", "tool", "risk", "at"),
         "tool_call_in_doubt": ("step", "call_id", "tool", "at"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
@@ -487,3 +487,37 @@ async def test_create_run_claimed_and_append_with_release(harness: Harness) -> N
     assert record.lease_owner is None and record.attempts == 0 and record.events == 2
     with pytest.raises(LeaseLostError):
         await store.append([model_failed(first.run_id)], lease)
+
+
+# --- remembered values (shared across runs) -------------------------------------------
+
+
+async def test_remembered_values_are_recalled_until_they_expire(harness: Harness) -> None:
+    store = harness.store
+    assert await store.recall("tool:pay", "k") is None
+    await store.remember("tool:pay", "k", '{"paid": 1}', ttl=timedelta(seconds=0.3), source="r1")
+    kept = await store.recall("tool:pay", "k")
+    assert kept is not None and (kept.value, kept.source) == ('{"paid": 1}', "r1")
+    assert kept.expires_at.tzinfo is not None
+    assert await store.recall("tool:pay", "other") is None
+    assert await store.recall("tool:other", "k") is None, "namespaces are separate"
+    await harness.wait(0.35)
+    assert await store.recall("tool:pay", "k") is None
+
+
+async def test_remembering_again_replaces_the_value(harness: Harness) -> None:
+    store = harness.store
+    await store.remember("n", "k", "a", ttl=timedelta(minutes=1))
+    await store.remember("n", "k", "b", ttl=timedelta(minutes=1), source="r2")
+    kept = await store.recall("n", "k")
+    assert kept is not None and (kept.value, kept.source) == ("b", "r2")
+
+
+async def test_prune_forgets_expired_values(harness: Harness) -> None:
+    store = harness.store
+    await store.remember("n", "old", "x", ttl=timedelta(seconds=0.1))
+    await store.remember("n", "new", "y", ttl=timedelta(minutes=5))
+    await harness.wait(0.15)
+    await store.prune(finished_before=datetime.now(UTC))
+    assert await store.recall("n", "new") is not None
+    assert await store.recall("n", "old") is None

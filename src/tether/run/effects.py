@@ -12,6 +12,8 @@ committed before the function runs. When a resumed run reaches a call:
 
 from __future__ import annotations
 
+from pydantic_core import to_jsonable_python
+
 from tether.clock import Clock
 from tether.events import CheckpointTaken, ReviewDecided, ToolCallStarted
 from tether.failpoints import failpoint
@@ -102,6 +104,7 @@ class DurableCalls:
                 is_error=result.is_error,
                 error_class=result.error_class,
                 tier=result.tier,
+                dedupe_of=result.dedupe_of,
             )
             record.executed = result.executed
             return
@@ -127,6 +130,16 @@ class DurableCalls:
             idempotency_key=record.idempotency_key
             or idempotency_key(self.state.run_id, checked.digest),
         )
+        dedupe = checked.tool.dedupe
+        namespace = f"tool:{checked.tool.name}"
+        key = ""
+        if dedupe is not None:
+            key = dedupe.key_of(checked.tool.name, to_jsonable_python(checked.arguments))
+            kept = await self.journal.store.recall(namespace, key)
+            if kept is not None:
+                record.outcome = ToolOutcome(content=kept.value, dedupe_of=kept.source)
+                record.executed = False
+                return
         record.outcome = await execute(
             checked,
             context,
@@ -135,6 +148,10 @@ class DurableCalls:
             clock=self.clock,
         )
         record.executed = True
+        if dedupe is not None and not record.outcome.is_error:
+            await self.journal.store.remember(
+                namespace, key, record.outcome.content, ttl=dedupe.ttl, source=self.state.run_id
+            )
         failpoint("after_call_before_result")
 
 

@@ -429,6 +429,7 @@ class Run(Generic[OutputT]):
                 repeated=record.repeated,
                 at=self.clock.now(),
                 tier=outcome.tier,
+                dedupe_of=outcome.dedupe_of,
             )
         )
         state.degraded = state.degraded or outcome.tier is not None

@@ -4,7 +4,7 @@
 :class:`SqliteStore`) or ``memory://`` (an :class:`InMemoryStore`).
 """
 
-from tether.store.base import CLAIMABLE_BY_ID, Lease, RunRecord, Store
+from tether.store.base import CLAIMABLE_BY_ID, Lease, Remembered, RunRecord, Store
 from tether.store.memory import InMemoryStore
 from tether.store.sqlite import SqliteStore
 from tether.store.urls import open_store
@@ -13,6 +13,7 @@ __all__ = [
     "CLAIMABLE_BY_ID",
     "InMemoryStore",
     "Lease",
+    "Remembered",
     "RunRecord",
     "SqliteStore",
     "Store",

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from tether.events import Event, RunStarted
 from tether.status import RunStatus
 
-__all__ = ["CLAIMABLE_BY_ID", "Lease", "RunRecord", "Store"]
+__all__ = ["CLAIMABLE_BY_ID", "Lease", "Remembered", "RunRecord", "Store"]
 
 CLAIMABLE_BY_ID = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.NEEDS_REVIEW})
 """Statuses in which a run can be claimed by id (``running`` only once its lease expired)."""
@@ -63,6 +63,17 @@ class RunRecord:
     still move (``needs_review`` from an in-doubt call included)."""
     events: int
     """Number of journal events."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remembered:
+    """A value kept across runs until ``expires_at`` (see :meth:`Store.remember`)."""
+
+    value: str
+    source: str | None
+    """The run that remembered it, if any."""
+    expires_at: datetime
+    """When it is forgotten, on the store's clock (UTC)."""
 
 
 @runtime_checkable
@@ -152,8 +163,22 @@ class Store(Protocol):
     async def prune(self, *, finished_before: datetime) -> int:
         """Delete runs finished before the time, with their journals; return how many.
 
-        See ``RunRecord.finished_at``.
+        Expired remembered values are deleted too. See ``RunRecord.finished_at``.
         """
+        ...
+
+    async def remember(
+        self, namespace: str, key: str, value: str, *, ttl: timedelta, source: str | None = None
+    ) -> None:
+        """Keep ``value`` under ``(namespace, key)`` for ``ttl``, replacing an earlier one.
+
+        Not fenced by a lease: the value is shared by every run (a deduplicated tool
+        call's result, for example).
+        """
+        ...
+
+    async def recall(self, namespace: str, key: str) -> Remembered | None:
+        """Return what is remembered under ``(namespace, key)`` and not expired, or ``None``."""
         ...
 
     async def close(self) -> None:

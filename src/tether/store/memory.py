@@ -16,7 +16,7 @@ from tether.clock import Clock, SystemClock
 from tether.errors import LeaseLostError, RunNotFoundError, RunStateError
 from tether.events import Event, RunFinished, RunStarted, status_after
 from tether.status import RunStatus
-from tether.store.base import CLAIMABLE_BY_ID, Lease, RunRecord
+from tether.store.base import CLAIMABLE_BY_ID, Lease, Remembered, RunRecord
 
 __all__ = ["InMemoryStore"]
 
@@ -66,6 +66,7 @@ class InMemoryStore:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._runs: dict[str, _Run] = {}
+        self._remembered: dict[tuple[str, str], Remembered] = {}
 
     async def create_run(
         self,
@@ -187,7 +188,27 @@ class InMemoryStore:
         ]
         for run_id in doomed:
             del self._runs[run_id]
+        now = self._clock.now()
+        for slot, kept in list(self._remembered.items()):
+            if kept.expires_at <= now:
+                del self._remembered[slot]
         return len(doomed)
+
+    async def remember(
+        self, namespace: str, key: str, value: str, *, ttl: timedelta, source: str | None = None
+    ) -> None:
+        """Keep ``value`` for ``ttl``; see :meth:`Store.remember`."""
+        expires = self._clock.now() + ttl
+        self._remembered[namespace, key] = Remembered(
+            value=value, source=source, expires_at=expires
+        )
+
+    async def recall(self, namespace: str, key: str) -> Remembered | None:
+        """Return the live value under ``(namespace, key)``; see :meth:`Store.recall`."""
+        kept = self._remembered.get((namespace, key))
+        if kept is None or kept.expires_at <= self._clock.now():
+            return None
+        return kept
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -123,7 +123,20 @@ CREATE INDEX runs_agent ON runs (agent, created_at);
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+_V4 = """
+-- values remembered across runs for a while, such as a deduplicated tool call's result
+CREATE TABLE remembered (
+    namespace TEXT NOT NULL,         -- for example 'tool:charge'
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    source TEXT,                     -- the run that remembered it
+    expires_at REAL NOT NULL,        -- unix seconds, database clock
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX remembered_expiry ON remembered (expires_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -52,7 +52,7 @@ from typing import Any, Literal, TypeVar, cast
 from tether.errors import LeaseLostError, RunNotFoundError, RunStateError
 from tether.events import Event, RunFinished, RunStarted, status_after
 from tether.status import RunStatus
-from tether.store.base import CLAIMABLE_BY_ID, Lease, RunRecord
+from tether.store.base import CLAIMABLE_BY_ID, Lease, Remembered, RunRecord
 from tether.store.codec import decode_event, encode_event
 from tether.store.migrations import check_version, migrate
 
@@ -381,6 +381,26 @@ class SqliteStore:
         before = _to_seconds(finished_before)
         return await self._transact(lambda txn: _prune(txn, before))
 
+    async def remember(
+        self, namespace: str, key: str, value: str, *, ttl: timedelta, source: str | None = None
+    ) -> None:
+        """Keep ``value`` for ``ttl`` (database clock); see :meth:`Store.remember`."""
+        seconds = ttl.total_seconds()
+        await self._transact(lambda txn: _remember(txn, namespace, key, value, source, seconds))
+
+    async def recall(self, namespace: str, key: str) -> Remembered | None:
+        """Return the live value under ``(namespace, key)``; see :meth:`Store.recall`."""
+        rows = self._read(
+            f"SELECT value, source, expires_at FROM remembered "
+            f"WHERE namespace = ? AND key = ? AND expires_at > {_NOW_EXPR}",
+            namespace,
+            key,
+        )
+        if not rows:
+            return None
+        value, source, expires = rows[0]
+        return Remembered(value=value, source=source, expires_at=_to_datetime(expires))
+
     async def close(self) -> None:
         """Close the connection. The store is unusable afterwards; closing twice is fine."""
         with self._lock:
@@ -602,7 +622,18 @@ def _prune(txn: _Txn, before: float) -> int:
     deleted = txn.conn.execute(
         "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?", (before,)
     )
+    txn.conn.execute("DELETE FROM remembered WHERE expires_at <= ?", (txn.now,))
     return deleted.rowcount
+
+
+def _remember(
+    txn: _Txn, namespace: str, key: str, value: str, source: str | None, seconds: float
+) -> None:
+    txn.conn.execute(
+        "INSERT OR REPLACE INTO remembered (namespace, key, value, source, expires_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (namespace, key, value, source, txn.now + seconds),
+    )
 
 
 _STATUSES = {"pending": RunStatus.PENDING.value, "running": RunStatus.RUNNING.value}

@@ -39,6 +39,8 @@ class ToolOutcome:
     """``tool_error``, ``tool_timeout``, ``invalid_result`` or the raised error's class."""
     tier: str | None = None
     """The fallback tool that served the call, or ``None`` when the tool itself did."""
+    dedupe_of: str | None = None
+    """The run whose recorded result was reused (:class:`~tether.tools.Dedupe`), if any."""
 
 
 async def execute(

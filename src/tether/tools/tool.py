@@ -27,12 +27,14 @@ from typing import Any, TypeVar, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from tether.errors import ConfigurationError
+from tether.ids import call_digest, canonical_json
 from tether.messages import ToolDefinition
 from tether.resilience import BreakerSnapshot, CircuitBreaker, RetryPolicy, TokenBucket
 
 __all__ = [
     "HEALTH_WINDOW",
     "Compensation",
+    "Dedupe",
     "Effect",
     "Risk",
     "RunContext",
@@ -108,6 +110,28 @@ class Compensation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Dedupe:
+    """Cross-run idempotency: a repeated call inside ``ttl``, from any run, is not run.
+
+    The first successful call's result is kept in the store under the tool's name and the
+    call's key; a later call with the same key gets that result back, and its journal
+    entry names the run that made the call (``ToolCallFinished.dedupe_of``).
+    """
+
+    ttl: timedelta
+    """How long a result is reused."""
+    key: Callable[[dict[str, Any]], Any] | None = None
+    """Maps the validated arguments (JSON values) to what identifies the call, for example
+    without a nonce or a timestamp: ``lambda a: {k: v for k, v in a.items() if k != "nonce"}``.
+    Default: all the arguments."""
+
+    def key_of(self, tool: str, arguments: dict[str, Any]) -> str:
+        """The store key of a call: sha256 of the tool name and the canonical key value."""
+        value = arguments if self.key is None else self.key(arguments)
+        return call_digest(tool, canonical_json(value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Tool:
     """A callable the model may use. Build one with :func:`tool`.
 
@@ -153,6 +177,9 @@ class Tool:
     concurrency: int | None = None
     """At most this many calls of the tool at once, across runs of the process; ``None``:
     no cap."""
+    dedupe: Dedupe | None = None
+    """Reuse a recent identical call's result across runs instead of calling again;
+    ``None``: every call runs."""
     fallbacks: tuple[Tool, ...] = ()
     """Tools that serve in order, with the same arguments, when this one fails or its
     breaker is open. A result served by one marks the run ``degraded``."""
@@ -304,6 +331,7 @@ def tool(
     rate_limit: TokenBucket | None = None,
     concurrency: int | None = None,
     fallbacks: Sequence[Tool] = (),
+    dedupe: Dedupe | None = None,
 ) -> Callable[[ToolFunction], Tool]: ...
 
 
@@ -323,6 +351,7 @@ def tool(
     rate_limit: TokenBucket | None = None,
     concurrency: int | None = None,
     fallbacks: Sequence[Tool] = (),
+    dedupe: Dedupe | None = None,
 ) -> Tool | Callable[[ToolFunction], Tool]:
     """Turn a function into a :class:`Tool`; use as ``@tool`` or ``@tool(...)``.
 
@@ -345,6 +374,7 @@ def tool(
         rate_limit: A :class:`~tether.resilience.TokenBucket`. Default none.
         concurrency: At most this many calls at once. Default: no cap.
         fallbacks: Tools that serve, in order, when this one fails or its breaker is open.
+        dedupe: Reuse a recent identical call's result, from any run (see :class:`Dedupe`).
 
     Raises:
         ConfigurationError: The function cannot be described (missing type hints,
@@ -367,6 +397,7 @@ def tool(
                 "rate_limit": rate_limit,
                 "concurrency": concurrency,
                 "fallbacks": tuple(fallbacks),
+                "dedupe": dedupe,
             },
         )
 
