@@ -136,7 +136,47 @@ CREATE TABLE remembered (
 CREATE INDEX remembered_expiry ON remembered (expires_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+_V5 = """
+-- the audit log: append-only, hash-chained (tether.governance.audit)
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,         -- 1, 2, 3, ... in append order
+    at REAL NOT NULL,                -- unix seconds, database clock
+    actor TEXT,                      -- who: a user id, 'worker:<owner>', 'system'
+    action TEXT NOT NULL,            -- allow, deny, approval_requested, approved, budget_denied, ...
+    run_id TEXT,
+    step INTEGER,
+    subject TEXT,                    -- the tool, budget or grant concerned
+    args_hash TEXT,                  -- sha256 of the canonical arguments, if any
+    reason TEXT,
+    body TEXT NOT NULL,              -- canonical JSON of the row's fields (what is hashed)
+    prev_hash TEXT NOT NULL,         -- hash of row seq - 1 ('' for the first)
+    hash TEXT NOT NULL               -- sha256(prev_hash + body)
+);
+"""
+
+_V6 = """
+-- money budgets (tether.governance.budgets); amounts in integer micro-dollars
+CREATE TABLE budget_windows (
+    budget TEXT NOT NULL,            -- for example 'user:ana:day', 'global:hour', 'run:<id>'
+    window_start REAL NOT NULL,      -- unix seconds, database clock
+    limit_micros INTEGER NOT NULL,
+    spent_micros INTEGER NOT NULL DEFAULT 0,
+    reserved_micros INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget, window_start),
+    CHECK (spent_micros >= 0 AND reserved_micros >= 0)
+) WITHOUT ROWID;
+CREATE TABLE budget_reservations (
+    reservation_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    lease_epoch INTEGER NOT NULL,    -- released when this lease of the run is gone
+    amount_micros INTEGER NOT NULL,
+    windows TEXT NOT NULL,           -- JSON [[budget, window_start], ...]
+    created_at REAL NOT NULL
+);
+CREATE INDEX budget_reservations_run ON budget_reservations (run_id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
