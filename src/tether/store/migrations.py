@@ -142,7 +142,7 @@ CREATE TABLE audit (
     seq INTEGER PRIMARY KEY,         -- 1, 2, 3, ... in append order
     at REAL NOT NULL,                -- unix seconds, database clock
     actor TEXT,                      -- who: a user id, 'worker:<owner>', 'system'
-    action TEXT NOT NULL,            -- allow, deny, approval_requested, approved, budget_denied, ...
+    action TEXT NOT NULL,            -- allow, deny, approval_requested, budget_denied, ...
     run_id TEXT,
     step INTEGER,
     subject TEXT,                    -- the tool, budget or grant concerned

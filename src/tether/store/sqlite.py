@@ -401,6 +401,19 @@ class SqliteStore:
         value, source, expires = rows[0]
         return Remembered(value=value, source=source, expires_at=_to_datetime(expires))
 
+    async def write(self, work: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        """Run ``work(connection, now)`` in a committed write transaction; return its value.
+
+        For modules that keep their own tables in this file (the audit log, budgets):
+        ``now`` is the database clock in unix seconds. The write joins the group commit of
+        its loop turn, in a savepoint of its own: if it raises, it is undone alone.
+        """
+        return await self._transact(lambda txn: work(txn.conn, txn.now))
+
+    def query(self, sql: str, *params: Any) -> list[Any]:
+        """Run a read-only statement on the store's connection and return all rows."""
+        return self._read(sql, *params)
+
     async def close(self) -> None:
         """Close the connection. The store is unusable afterwards; closing twice is fine."""
         with self._lock:
