@@ -128,6 +128,8 @@ class ToolError(TetherError):
     Attributes:
         executed: ``False`` when the failed call certainly had no effect; ``None`` when
             unknown (the default).
+        retry_after: Seconds the service asked to wait before the next attempt (its
+            ``Retry-After``), or ``None``; a retry policy never waits less.
     """
 
     error_class = "tool_error"
@@ -139,9 +141,11 @@ class ToolError(TetherError):
         error_class: str | None = None,
         retryable: bool | None = None,
         executed: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, error_class=error_class, retryable=retryable)
         self.executed = executed
+        self.retry_after = retry_after
 
 
 class SchemaVersionError(ConfigurationError):

@@ -275,3 +275,12 @@ def body_fn(body: Flaky) -> Any:
         return body(q)
 
     return search
+
+
+async def test_a_tools_retry_after_is_honoured() -> None:
+    clock = FakeClock()
+    body = Flaky(ToolError("slow down", retryable=True, retry_after=7.5))
+    search = tool(name="search", retry=STEADY)(body_fn(body))
+    _, events = await run_once(search, clock=clock)
+    assert body.calls == 2 and clock.sleeps == [7.5], "the wait is the service's Retry-After"
+    assert not finished(events)[0].is_error
