@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -36,8 +36,10 @@ from tether.events import (
     ToolCallStarted,
 )
 from tether.failpoints import failpoint
+from tether.governance.budgets import Budget, Budgets, budget_book
 from tether.ids import new_run_id
 from tether.loading import load_agent
+from tether.models import Price
 from tether.run import (
     AgentSpec,
     InDoubt,
@@ -85,6 +87,10 @@ class Tether:
             (default) pauses the run in ``needs_review`` until :meth:`review` decides and
             then continues it; ``"end"`` ends it ``needs_review`` for good, the call's
             outcome recorded as unknown.
+        budgets: Money budgets every live model call is reserved against (see
+            :mod:`tether.governance.budgets`). Default none.
+        prices: Price of each model by its name, for the budgets' worst case. A model
+            without one is refused while a budget applies. Default none.
     """
 
     def __init__(
@@ -97,6 +103,8 @@ class Tether:
         lease_for: timedelta = DEFAULT_LEASE,
         max_crashes: int = MAX_CRASHES,
         in_doubt: InDoubt = "wait",
+        budgets: Sequence[Budget] = (),
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         if in_doubt not in ("wait", "end"):
             raise ConfigurationError(f"in_doubt must be 'wait' or 'end', not {in_doubt!r}")
@@ -107,6 +115,9 @@ class Tether:
         self.lease_for = lease_for
         self.max_crashes = max_crashes
         self.in_doubt: InDoubt = in_doubt
+        self.budgets: Budgets | None = (
+            Budgets(budgets, budget_book(self.store), prices=prices) if budgets else None
+        )
 
     async def submit(
         self, agent: str | AgentSpec[Any], task: str, *, user: str | None = None
@@ -352,7 +363,14 @@ class Tether:
             replay=Replay(events),
             subscribers=(*self.subscribers, *subscribers),
         )
-        run = Run(agent, writer, clock=self.clock, should_stop=should_stop, in_doubt=self.in_doubt)
+        run = Run(
+            agent,
+            writer,
+            clock=self.clock,
+            should_stop=should_stop,
+            in_doubt=self.in_doubt,
+            budgets=self.budgets,
+        )
         try:
             if lease.attempts - 1 > self.max_crashes:
                 result = await run.abandon(

@@ -39,6 +39,7 @@ from tether.events import (
     ToolCallInDoubt,
 )
 from tether.failpoints import failpoint
+from tether.governance.budgets import Budgets, Denied
 from tether.messages import (
     AssistantMessage,
     ModelResponse,
@@ -119,6 +120,13 @@ its outcome is unknown, and a person reconciles it outside tether.
 """
 
 
+class _BudgetRefused(Exception):
+    def __init__(self, budget: str, message: str) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.message = message
+
+
 @dataclass(frozen=True, slots=True)
 class _Ending:
     status: RunStatus
@@ -141,6 +149,9 @@ class Run(Generic[OutputT]):
         clock: The source of time.
         should_stop: Asked before each live model call; ``True`` stops the run where it
             stands (nothing lost) so another worker can continue it. Default: never.
+        budgets: Money budgets that reserve each live model call's worst case before it
+            starts and settle its cost after; a refusal ends the run ``budget_exceeded``.
+            Default: none (no work per call).
     """
 
     def __init__(
@@ -151,8 +162,10 @@ class Run(Generic[OutputT]):
         clock: Clock,
         should_stop: Callable[[], bool] | None = None,
         in_doubt: InDoubt = "wait",
+        budgets: Budgets | None = None,
     ) -> None:
         started = journal.replay.started
+        self.budgets = budgets
         self.in_doubt = in_doubt
         self.agent = agent
         self.model = resolve_model(agent.model)
@@ -251,6 +264,10 @@ class Run(Generic[OutputT]):
             failpoint("after_result_before_next")
             try:
                 response = await self._request(tools)
+            except _BudgetRefused as refused:
+                return _failure(
+                    RunStatus.BUDGET_EXCEEDED, "budget_exceeded", refused.message, refused.budget
+                )
             except Exception as exc:
                 return self._model_failed(step, exc)
         state.steps = step
@@ -386,9 +403,38 @@ class Run(Generic[OutputT]):
         )
 
     async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
+        if self.budgets is not None:
+            return await self._request_within_budget(self.budgets, tools)
         response = await self.model.request(self.state.messages, tools, self.agent.model_settings)
         if not isinstance(response, ModelResponse):
             raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
+        return response
+
+    async def _request_within_budget(
+        self, budgets: Budgets, tools: Sequence[ToolDefinition]
+    ) -> ModelResponse:
+        """Reserve the call's worst case, make it, settle its cost (release on failure)."""
+        state, settings = self.state, self.agent.model_settings
+        ticket = await budgets.reserve(
+            run_id=state.run_id,
+            lease_epoch=self.journal.lease.epoch,
+            user=state.user,
+            agent=state.agent,
+            model=self.model.name,
+            messages=state.messages,
+            tools=tools,
+            settings=settings,
+        )
+        if isinstance(ticket, Denied):
+            raise _BudgetRefused(ticket.budget, ticket.message)
+        try:
+            response = await self.model.request(state.messages, tools, settings)
+            if not isinstance(response, ModelResponse):
+                raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
+        except BaseException:
+            await budgets.release(ticket)
+            raise
+        await budgets.settle(ticket, response.cost_usd)
         return response
 
     def _model_failed(self, step: int, exc: Exception) -> _Ending:
