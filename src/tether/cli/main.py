@@ -285,6 +285,36 @@ def worker(
     )
 
 
+@app.command()
+def budgets(as_json: JsonOption = False, store: StoreOption = None) -> None:
+    """Show each budget window: its limit, and what is spent, reserved and left (USD).
+
+    Reservations of runs whose lease lapsed (crashed workers) are released first.
+    """
+    from tether.governance.budgets import budget_book
+
+    async def act(runtime: Tether) -> list[dict[str, Any]]:
+        book = budget_book(runtime.store)
+        await book.release_lapsed()
+        return [w.as_json() for w in await book.usage()]
+
+    windows = execute(store, act)
+    if as_json:
+        print_json(windows)
+        return
+    if not windows:
+        out.print("no budget windows")
+        return
+    for w in windows:
+        out.print(
+            f"{w['budget']}  from {w['window_start']}  limit ${w['limit_usd']}  "
+            f"spent ${w['spent_usd']}  reserved ${w['reserved_usd']}  "
+            f"remaining ${w['remaining_usd']}",
+            highlight=False,
+            markup=False,
+        )
+
+
 def main() -> None:
     """Entry point of the ``tether`` console script."""
     app()
