@@ -335,3 +335,44 @@ async def test_an_unknown_cost_charges_the_whole_reservation() -> None:
     assert runtime.budgets is not None
     [window] = await runtime.budgets.book.usage()
     assert window.spent_usd == usd("0.01")
+
+
+# --- the command line ---------------------------------------------------------------
+
+
+def test_cli_budgets_shows_windows_and_releases_lapsed(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from tether.cli.main import app
+
+    path = tmp_path / "t.db"
+
+    async def seed() -> None:
+        store = SqliteStore(path)
+        book = budget_book(store)
+        day = applied(Budget.per_user(usd("1"), window=DAY))
+        ticket = await book.reserve("gone", 1, usd("0.4"), [day])
+        assert isinstance(ticket, Reservation)
+        spent = await book.reserve("gone", 1, usd("0.3"), [day])
+        assert isinstance(spent, Reservation)
+        await book.settle(spent, usd("0.25"))
+        await store.close()
+
+    asyncio.run(seed())
+    runner = CliRunner()
+    shown = runner.invoke(app, ["budgets", "--json", "--store", str(path)])
+    assert shown.exit_code == 0, shown.output
+    [window] = json.loads(shown.stdout)
+    assert window["budget"] == "user:ana:day"
+    assert (window["spent_usd"], window["reserved_usd"], window["remaining_usd"]) == (
+        "0.25",
+        "0",
+        "0.75",
+    )
+    text = runner.invoke(app, ["budgets", "--store", str(path)])
+    assert text.exit_code == 0 and "remaining $0.75" in text.stdout
+    empty = runner.invoke(app, ["budgets", "--store", str(tmp_path / "new.db")])
+    assert empty.exit_code == 0 and "no budget windows" in empty.stdout
