@@ -17,6 +17,7 @@ import typer
 
 from tether import __version__
 from tether.cli import inspect
+from tether.cli.audit import app as audit_app
 from tether.cli.common import (
     EXIT_CODES,
     INTERNAL_ERROR,
@@ -49,6 +50,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 inspect.register(app)
+app.add_typer(audit_app, name="audit")
 
 AgentArgument = Annotated[
     str, typer.Argument(metavar="AGENT", help="'path/to/file.py:agent' or 'module:agent'.")
