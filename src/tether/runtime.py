@@ -36,6 +36,7 @@ from tether.events import (
     ToolCallStarted,
 )
 from tether.failpoints import failpoint
+from tether.governance.audit import audit_log
 from tether.governance.budgets import Budget, Budgets, budget_book
 from tether.ids import new_run_id
 from tether.loading import load_agent
@@ -116,7 +117,9 @@ class Tether:
         self.max_crashes = max_crashes
         self.in_doubt: InDoubt = in_doubt
         self.budgets: Budgets | None = (
-            Budgets(budgets, budget_book(self.store), prices=prices) if budgets else None
+            Budgets(budgets, budget_book(self.store), prices=prices, audit=audit_log(self.store))
+            if budgets
+            else None
         )
 
     async def submit(

@@ -289,6 +289,14 @@ async def test_a_run_is_charged_and_a_denied_run_ends_budget_exceeded(store: Sto
     assert (window.spent_usd, window.reserved_usd) == (usd("0.05"), usd("0"))
     limits = [e for e in await store.events(second.run_id) if type(e).__name__ == "LimitHit"]
     assert [getattr(e, "limit", None) for e in limits] == ["user:ana:day"]
+    from tether.governance.audit import audit_log
+
+    log = audit_log(store)
+    denials = [e for e in await log.entries() if e.action == "budget_denied"]
+    assert [(e.run_id, e.subject, e.actor) for e in denials] == [
+        (second.run_id, "user:ana:day", "ana")
+    ], "each denial is exactly one audit row naming the window"
+    assert (await log.verify()).ok
 
 
 @pytest.mark.anyio

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from tether.clock import Clock
 from tether.errors import ConfigurationError
+from tether.governance.audit import AuditAction, AuditLog
 from tether.messages import Message, ToolDefinition
 from tether.models import ModelSettings
 from tether.models.pricing import Price
@@ -706,6 +707,8 @@ class Budgets:
         assumed_output_tokens: The output bound of a request whose
             ``ModelSettings.max_output_tokens`` is not set. Default 4096. Set
             ``max_output_tokens`` to make the bound exact.
+        audit: Where each denial is recorded (one ``budget_denied`` entry naming the
+            window). Default: not recorded.
 
     Raises:
         ConfigurationError: Two budgets would use the same window key.
@@ -718,7 +721,9 @@ class Budgets:
         *,
         prices: Mapping[str, Price] | None = None,
         assumed_output_tokens: int = 4096,
+        audit: AuditLog | None = None,
     ) -> None:
+        self.audit = audit
         probe = [b.key(run_id="r", user="u", agent="a") for b in budgets]
         if len(set(probe)) != len(probe):
             raise ConfigurationError(f"two budgets share a window key: {sorted(probe)}")
@@ -767,7 +772,7 @@ class Budgets:
         amount = self.worst_case_usd(model, messages, tools, settings)
         if amount is None:
             first = slots[0]
-            return Denied(
+            outcome: Reservation | Denied = Denied(
                 budget=first.key,
                 window_start=_EPOCH,
                 limit_usd=first.budget.limit_usd,
@@ -775,7 +780,17 @@ class Budgets:
                 requested_usd=Decimal(0),
                 reason=f"model {model!r} has no price, so the budget cannot be enforced",
             )
-        return await self.book.reserve(run_id, lease_epoch, amount, slots)
+        else:
+            outcome = await self.book.reserve(run_id, lease_epoch, amount, slots)
+        if isinstance(outcome, Denied) and self.audit is not None:
+            await self.audit.record(
+                AuditAction.BUDGET_DENIED,
+                actor=user or "system",
+                run_id=run_id,
+                subject=outcome.budget,
+                reason=outcome.reason or f"the call would exceed {outcome.budget}",
+            )
+        return outcome
 
     async def settle(self, reservation: Reservation, cost_usd: Decimal | None) -> Settlement:
         """Charge a call's reported cost; an unknown cost charges the whole reservation."""
