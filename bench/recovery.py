@@ -12,7 +12,10 @@ then reopened with the setting under test.
 
 Timed: ``Worker(Tether(store=...), concurrency=N, poll_interval=0.01).run(until_idle=True)``
 from start to return; then every run must be ``completed``. Wall seconds per
-(synchronous, concurrency) pair; the target is 10 s.
+(synchronous, concurrency) pair; the target is 10 s. Also reported: the store's write
+transactions (with group commit, one per batch) and the price of one bare commit on the
+same disk just before and just after the timed part (a shared disk's fsync can change
+several-fold within minutes).
 
 Usage: ``python bench/recovery.py [--runs N] [--modes FULL,NORMAL] [--concurrency 16,64,256]
 [--partial F] [--dir DIR] [--profile] [--json]``
@@ -94,10 +97,24 @@ async def prepare(path: Path, runs: int, partial: float) -> dict[str, int]:
     return {"interrupted": runs, "interrupted_mid_run": driven}
 
 
+class TransactionCounter:
+    """Counts the store's write transactions (a group commit is one), about 0.1 µs each."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.count = 0
+        self._commit = store._commit
+        store._commit = self  # type: ignore[method-assign]
+
+    def __call__(self, works: Sequence[Any]) -> Any:
+        self.count += 1
+        return self._commit(works)
+
+
 async def recover(
     path: Path, synchronous: Synchronous, concurrency: int, profile: cProfile.Profile | None
-) -> tuple[float, Any]:
+) -> tuple[float, Any, int]:
     store = SqliteStore(path, synchronous=synchronous)
+    transactions = TransactionCounter(store)
     worker = Worker(
         Tether(store=store, owner="rescuer"), concurrency=concurrency, poll_interval=0.01
     )
@@ -110,7 +127,7 @@ async def recover(
     if profile is not None:
         profile.disable()
     await store.close()
-    return seconds, stats
+    return seconds, stats, transactions.count
 
 
 def commit_cost_us(directory: Path, synchronous: Synchronous, commits: int = 300) -> float:
@@ -120,7 +137,7 @@ def commit_cost_us(directory: Path, synchronous: Synchronous, commits: int = 300
     try:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
         start = time.perf_counter()
         for _ in range(commits):
             conn.execute("BEGIN IMMEDIATE")
@@ -154,7 +171,8 @@ def one(
     prepared = asyncio.run(prepare(path, args.runs, args.partial))
     commit_us = commit_cost_us(directory, synchronous)
     executed_before = _recovery_agent.executions[0]
-    seconds, stats = asyncio.run(recover(path, synchronous, concurrency, profile))
+    seconds, stats, transactions = asyncio.run(recover(path, synchronous, concurrency, profile))
+    commit_after_us = commit_cost_us(directory, synchronous)
     executed = _recovery_agent.executions[0] - executed_before
     checked = check_completed(path, args.runs)
     assert stats.claimed == args.runs and stats.finished == args.runs, stats
@@ -172,7 +190,9 @@ def one(
         "tool_executions": executed,
         "journal_events": checked["events"],
         "target_met": seconds <= TARGET_SECONDS,
+        "write_transactions": transactions,
         "disk_commit_us": round(commit_us, 1),
+        "disk_commit_us_after": round(commit_after_us, 1),
     }
 
 
@@ -232,7 +252,8 @@ def main() -> int:
             f"  synchronous={result['synchronous']:<6} concurrency={result['concurrency']:<4}"
             f" {result['seconds']:>7.2f} s  {result['runs_per_second']:>6} runs/s"
             f"  ({result['interrupted_mid_run']} resumed mid-run;"
-            f" one bare commit: {result['disk_commit_us']} us)"
+            f" {result['write_transactions']} transactions; one bare commit:"
+            f" {result['disk_commit_us']} us before, {result['disk_commit_us_after']} us after)"
             f"  target {'met' if result['target_met'] else 'missed'}"
         )
     if profile is not None:
