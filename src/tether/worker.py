@@ -84,16 +84,13 @@ class Worker:
         """Claim and drive runs until :meth:`stop` (or until idle); return the stats."""
         active: set[asyncio.Task[None]] = set()
         while not self.stopping:
-            lease = None
-            if len(active) < self.concurrency:
-                lease = await self.tether.store.claim(
-                    self.tether.owner, lease_for=self.tether.lease_for
-                )
-            if lease is not None:
+            leases = await self._claim(self.concurrency - len(active))
+            for lease in leases:
                 self.stats.claimed += 1
                 task = asyncio.create_task(self._drive(lease))
                 active.add(task)
                 task.add_done_callback(active.discard)
+            if leases:
                 continue
             if until_idle and not active:
                 break
@@ -101,6 +98,16 @@ class Worker:
         if active:
             await asyncio.gather(*active, return_exceptions=True)
         return self.stats
+
+    async def _claim(self, free: int) -> list[Lease]:
+        """Claim up to ``free`` runs at once (one store transaction where it groups them)."""
+        if free <= 0:
+            return []
+        store, owner, lease_for = self.tether.store, self.tether.owner, self.tether.lease_for
+        claimed = await asyncio.gather(
+            *(store.claim(owner, lease_for=lease_for) for _ in range(free))
+        )
+        return [lease for lease in claimed if lease is not None]
 
     async def _wait(self, active: set[asyncio.Task[None]]) -> None:
         """Sleep until a run finishes, the poll interval passes, or stop is asked."""
