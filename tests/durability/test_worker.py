@@ -90,3 +90,19 @@ def _broken_loader(reference: str):  # type: ignore[no-untyped-def]
     from tether.errors import AgentLoadError
 
     raise AgentLoadError(f"cannot import {reference}")
+
+
+async def test_free_slots_are_claimed_together_in_one_commit(tmp_path: Path) -> None:
+    from tests.store.test_group_commit import commits, traced
+
+    store = SqliteStore(tmp_path / "w.db")
+    runtime = Tether(store=store)
+    for i in range(3):
+        await runtime.submit(REF, f"task {i}")
+    worker = Worker(runtime, concurrency=3, poll_interval=0.01)
+    with traced(store) as seen:
+        await worker._claim(3)
+    assert commits(seen) == 1, "three claims, one transaction"
+    records = await store.list_runs(status=RunStatus.RUNNING)
+    assert len(records) == 3 and len({r.run_id for r in records}) == 3
+    await store.close()
