@@ -29,7 +29,7 @@ from typing import Any
 import anthropic
 
 from tether.clock import Clock, SystemClock
-from tether.errors import ConfigurationError, ModelError
+from tether.errors import ConfigurationError
 from tether.messages import (
     AssistantMessage,
     Message,
@@ -42,7 +42,7 @@ from tether.messages import (
     UserMessage,
 )
 from tether.models.base import ModelSettings
-from tether.models.failures import invalid_response, status_error
+from tether.models.failures import invalid_response, status_error, timed_out, unreachable
 from tether.models.pricing import Price, cost_usd
 
 __all__ = ["AnthropicModel"]
@@ -138,15 +138,9 @@ class AnthropicModel:
                 now=self.clock.now(),
             ) from None
         except anthropic.APITimeoutError:
-            raise ModelError(
-                "anthropic did not answer in time", error_class="timeout", retryable=True
-            ) from None
+            raise timed_out("anthropic") from None
         except anthropic.APIConnectionError as exc:
-            raise ModelError(
-                f"anthropic could not be reached: {exc}",
-                error_class="connection_error",
-                retryable=True,
-            ) from None
+            raise unreachable("anthropic", exc) from None
         except anthropic.APIError as exc:
             raise invalid_response("anthropic", exc.message) from None
         return self._response(reply)

@@ -15,7 +15,7 @@ from datetime import datetime
 from tether.errors import ModelError
 from tether.resilience import retry_after_from_headers
 
-__all__ = ["invalid_response", "status_error", "stream_truncated"]
+__all__ = ["invalid_response", "status_error", "stream_truncated", "timed_out", "unreachable"]
 
 _QUOTA = re.compile(r"insufficient_quota|quota|credit balance|billing", re.IGNORECASE)
 _CONTEXT = re.compile(
@@ -93,5 +93,19 @@ def invalid_response(provider: str, why: str) -> ModelError:
     return ModelError(
         f"{provider}: the answer is not a valid response ({why})",
         error_class="invalid_response",
+        retryable=True,
+    )
+
+
+def timed_out(provider: str) -> ModelError:
+    """The error for a request that got no complete answer in time (retryable)."""
+    return ModelError(f"{provider} did not answer in time", error_class="timeout", retryable=True)
+
+
+def unreachable(provider: str, cause: BaseException) -> ModelError:
+    """The error for an endpoint that could not be reached or dropped us (retryable)."""
+    return ModelError(
+        f"{provider} could not be reached: {cause}",
+        error_class="connection_error",
         retryable=True,
     )

@@ -29,7 +29,13 @@ from tether.clock import Clock, SystemClock
 from tether.errors import ConfigurationError, ModelError
 from tether.messages import Message, ModelResponse, ToolCall, ToolDefinition, Usage
 from tether.models.base import ModelSettings
-from tether.models.failures import invalid_response, status_error, stream_truncated
+from tether.models.failures import (
+    invalid_response,
+    status_error,
+    stream_truncated,
+    timed_out,
+    unreachable,
+)
 from tether.models.pricing import Price, cost_usd
 from tether.models.wire import message_to_wire, tool_to_wire
 
@@ -130,15 +136,9 @@ class OpenAIModel:
                 return await self._streamed(params)
             return await self._whole(params)
         except openai.APITimeoutError:  # a subclass of APIConnectionError: first
-            raise ModelError(
-                f"{self.provider} did not answer in time", error_class="timeout", retryable=True
-            ) from None
+            raise timed_out(self.provider) from None
         except openai.APIConnectionError as exc:
-            raise ModelError(
-                f"{self.provider} could not be reached: {exc}",
-                error_class="connection_error",
-                retryable=True,
-            ) from None
+            raise unreachable(self.provider, exc) from None
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except openai.APIError as exc:  # an error event inside a 200 stream
