@@ -75,6 +75,8 @@ async def serve(
         Exception: A plain exception of a tool without retries or fallbacks, unchanged.
     """
     try:
+        if tool.unguarded:  # the common case: no guard to go through, one coroutine
+            return Served(value=await _observed(tool, arguments, context, timeout_s), tool=tool)
         return Served(value=await _guarded(tool, arguments, context, clock, timeout_s), tool=tool)
     except Exception as first:
         if not tool.fallbacks or not _falls_back(first):
@@ -138,6 +140,19 @@ async def _retried(
     if tool.retry is None:
         return await attempt()
     return await tool.retry.call(attempt, clock=clock)
+
+
+async def _observed(
+    tool: Tool, arguments: dict[str, Any], context: RunContext, timeout_s: float | None
+) -> Any:
+    """One attempt, its outcome recorded in the tool's health."""
+    try:
+        value = await _attempt(tool, arguments, context, timeout_s)
+    except Exception:
+        tool.stats.record(failed=True)
+        raise
+    tool.stats.record(failed=False)
+    return value
 
 
 async def _broken_or_not(

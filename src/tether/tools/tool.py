@@ -187,10 +187,15 @@ class Tool:
     """Recent outcomes of the tool in this process (see :meth:`health`)."""
     is_async: bool = field(init=False)
     """Whether the function is a coroutine function (computed)."""
+    unguarded: bool = field(init=False)
+    """Whether no guard applies: no retry, breaker, rate limit, concurrency cap or
+    fallback (computed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
         object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
+        guards = (self.retry, self.breaker, self.rate_limit, self.concurrency)
+        object.__setattr__(self, "unguarded", all(g is None for g in guards) and not self.fallbacks)
         if self.breaker is not None and self.risk is not Risk.READ and self.probe is None:
             raise ConfigurationError(
                 f"tool {self.name!r}: a breaker on a {self.risk.value!r} tool needs a "
