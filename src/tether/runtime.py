@@ -38,6 +38,8 @@ from tether.events import (
 from tether.failpoints import failpoint
 from tether.governance.audit import audit_log
 from tether.governance.budgets import Budget, Budgets, budget_book
+from tether.governance.permissions import Permissions
+from tether.governance.permissions import permissions as store_permissions
 from tether.ids import new_run_id
 from tether.loading import load_agent
 from tether.models import Price
@@ -92,6 +94,12 @@ class Tether:
             :mod:`tether.governance.budgets`). Default none.
         prices: Price of each model by its name, for the budgets' worst case. A model
             without one is refused while a budget applies. Default none.
+        permissions: Tool permissions every validated call of a run is checked against,
+            with the run's user, before it runs (see :mod:`tether.governance.permissions`):
+            ``True`` for the permissions kept in ``store``, or a
+            :class:`~tether.governance.permissions.Permissions`. A denied call is not run
+            and the model is told ``permission_denied``. Default ``False``: no checks
+            (and no work per call).
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class Tether:
         in_doubt: InDoubt = "wait",
         budgets: Sequence[Budget] = (),
         prices: Mapping[str, Price] | None = None,
+        permissions: Permissions | bool = False,
     ) -> None:
         if in_doubt not in ("wait", "end"):
             raise ConfigurationError(f"in_doubt must be 'wait' or 'end', not {in_doubt!r}")
@@ -120,6 +129,9 @@ class Tether:
             Budgets(budgets, budget_book(self.store), prices=prices, audit=audit_log(self.store))
             if budgets
             else None
+        )
+        self.permissions: Permissions | None = (
+            store_permissions(self.store) if permissions is True else permissions or None
         )
 
     async def submit(
@@ -374,6 +386,7 @@ class Tether:
             in_doubt=self.in_doubt,
             budgets=self.budgets,
         )
+        run.calls.permissions = self.permissions
         try:
             if lease.attempts - 1 > self.max_crashes:
                 result = await run.abandon(

@@ -31,6 +31,7 @@ from tether.cli.common import (
     out,
     print_json,
 )
+from tether.cli.grants import app as grants_app
 from tether.cli.timeline import Timeline, print_summary
 from tether.errors import AgentLoadError
 from tether.loading import load_agent
@@ -51,6 +52,7 @@ app = typer.Typer(
 )
 inspect.register(app)
 app.add_typer(audit_app, name="audit")
+app.add_typer(grants_app, name="grants")
 
 AgentArgument = Annotated[
     str, typer.Argument(metavar="AGENT", help="'path/to/file.py:agent' or 'module:agent'.")

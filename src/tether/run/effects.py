@@ -8,6 +8,11 @@ committed before the function runs. When a resumed run reaches a call:
   ``read`` runs again, ``idempotent`` runs again with the same idempotency key, and
   ``at_most_once`` is marked *in doubt* (never run again automatically) unless a person
   already decided (``ReviewDecided``: retry, skip or a recorded result).
+
+With :attr:`DurableCalls.permissions` set, each new call is checked with the run's user
+before its intent is recorded: a denied call gets no intent, is never executed, and is
+answered with a ``permission_denied`` error result. A call the journal answered without
+an intent (a recorded denial) is answered from the journal again and never re-checked.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pydantic_core import to_jsonable_python
 from tether.clock import Clock
 from tether.events import CheckpointTaken, ReviewDecided, ToolCallStarted
 from tether.failpoints import failpoint
+from tether.governance.permissions import Permissions
 from tether.ids import idempotency_key
 from tether.run.calls import CallRecord
 from tether.run.journal import Journal
@@ -37,7 +43,10 @@ class DurableCalls:
         state: RunState,
         limits: RunLimits,
         clock: Clock,
+        permissions: Permissions | None = None,
     ) -> None:
+        self.permissions = permissions
+        """Who may call which tool; ``None`` (default): every validated call may run."""
         self.journal = journal
         self.state = state
         self.limits = limits
@@ -47,7 +56,15 @@ class DurableCalls:
         """Call id -> step of calls whose intent is recorded and result is not."""
 
     async def intend(self, record: CallRecord, checked: Validated) -> None:
-        """Queue the intent of ``checked`` (with its idempotency key and effect)."""
+        """Queue the intent of ``checked`` (with its idempotency key and effect).
+
+        A call that is refused (now, or in the journal) gets its outcome and no intent.
+        """
+        replay = self.journal.replay
+        if record.step in replay.results and record.step not in replay.intents:
+            return  # answered without running (a recorded denial): execute reads the journal
+        if self.permissions is not None and not await self._permitted(record, checked):
+            return
         failpoint("before_intent")
         self.in_flight[record.call.id] = record.step
         record.idempotency_key = idempotency_key(self.state.run_id, checked.digest)
@@ -87,6 +104,8 @@ class DurableCalls:
 
     async def execute(self, record: CallRecord, checked: Validated) -> None:
         """Fill ``record`` from the journal, a review decision, or a live call."""
+        if record.finished:
+            return  # refused before its intent was recorded
         replay, step = self.journal.replay, record.step
         decision = replay.decisions.get(step)
         if decision is not None:
@@ -117,6 +136,31 @@ class DurableCalls:
                 record.in_doubt = True
                 return
         await self._run_live(record, checked)
+
+    async def _permitted(self, record: CallRecord, checked: Validated) -> bool:
+        """Check a new call against the permissions; answer it if it is denied."""
+        assert self.permissions is not None
+        self.journal.replay.forbid_live(f"check permissions of {checked.tool.name!r}")
+        decision = await self.permissions.check(
+            self.state.user,
+            checked.tool.name,
+            checked.arguments,
+            run_id=self.state.run_id,
+            step=record.step,
+        )
+        if decision.allowed:
+            return True
+        message = (
+            f"you are not permitted to make this call: {decision.reason}. "
+            "Permissions are granted by people only; try another way or explain why "
+            "you cannot do it."
+        )
+        content = error_result("permission_denied", message, tool=checked.tool.name)
+        record.outcome = ToolOutcome(
+            content=content, is_error=True, error_class="permission_denied"
+        )
+        record.executed = False
+        return False
 
     async def _run_live(self, record: CallRecord, checked: Validated) -> None:
         self.journal.replay.forbid_live(f"run tool {checked.tool.name!r} at step {record.step}")

@@ -176,7 +176,25 @@ CREATE TABLE budget_reservations (
 CREATE INDEX budget_reservations_run ON budget_reservations (run_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = """
+-- tool permissions (tether.governance.permissions): deny by default
+CREATE TABLE principals (
+    user_id TEXT PRIMARY KEY,
+    roles TEXT NOT NULL              -- JSON ["admin", ...]
+);
+CREATE TABLE grants (
+    grant_id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,         -- 'user:<id>' or 'role:<name>'
+    tool TEXT NOT NULL,              -- a tool name or '*'
+    max_args TEXT,                   -- JSON {argument: ceiling}, or NULL
+    expires_at REAL,                 -- unix seconds, database clock; NULL: never
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX grants_principal ON grants (principal);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
