@@ -18,7 +18,7 @@ from pydantic_core import to_json
 from tether.clock import Clock, SystemClock
 from tether.errors import TetherError
 from tether.tools.feedback import describe_exception, error_result, truncate_output
-from tether.tools.guard import serve
+from tether.tools.guard import attempt, serve
 from tether.tools.tool import RunContext, Tool
 from tether.tools.validation import Validated
 
@@ -62,12 +62,20 @@ async def execute(
     """
     tool = call.tool
     try:
+        if tool.unguarded:  # the common case, kept to one coroutine
+            value = await attempt(tool, call.arguments, context, timeout_s)
+            tool.stats.record(failed=False)
+            return _success(value, tool, max_output_chars)
         served = await serve(
             tool, call.arguments, context, clock=clock or _SYSTEM, timeout_s=timeout_s
         )
     except TetherError as exc:
+        if tool.unguarded:
+            tool.stats.record(failed=True)
         return _failure(exc.error_class, exc.message, tool.name, retryable=exc.retryable)
     except Exception as exc:
+        if tool.unguarded:
+            tool.stats.record(failed=True)
         return _failure("tool_error", describe_exception(exc), tool.name)
     outcome = _success(served.value, served.tool, max_output_chars)
     if served.tool is tool:

@@ -40,7 +40,7 @@ from tether.resilience import BreakerState
 from tether.tools.feedback import describe_exception
 from tether.tools.tool import Effect, Risk, RunContext, Tool
 
-__all__ = ["Served", "serve"]
+__all__ = ["Served", "attempt", "serve"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,8 +75,6 @@ async def serve(
         Exception: A plain exception of a tool without retries or fallbacks, unchanged.
     """
     try:
-        if tool.unguarded:  # the common case: no guard to go through, one coroutine
-            return Served(value=await _observed(tool, arguments, context, timeout_s), tool=tool)
         return Served(value=await _guarded(tool, arguments, context, clock, timeout_s), tool=tool)
     except Exception as first:
         if not tool.fallbacks or not _falls_back(first):
@@ -125,7 +123,7 @@ async def _retried(
     clock: Clock,
     timeout_s: float | None,
 ) -> Any:
-    async def attempt() -> Any:
+    async def once() -> Any:
         try:
             value = await _broken_or_not(tool, arguments, context, timeout_s)
         except Exception as exc:
@@ -138,21 +136,8 @@ async def _retried(
         return value
 
     if tool.retry is None:
-        return await attempt()
-    return await tool.retry.call(attempt, clock=clock)
-
-
-async def _observed(
-    tool: Tool, arguments: dict[str, Any], context: RunContext, timeout_s: float | None
-) -> Any:
-    """One attempt, its outcome recorded in the tool's health."""
-    try:
-        value = await _attempt(tool, arguments, context, timeout_s)
-    except Exception:
-        tool.stats.record(failed=True)
-        raise
-    tool.stats.record(failed=False)
-    return value
+        return await once()
+    return await tool.retry.call(once, clock=clock)
 
 
 async def _broken_or_not(
@@ -160,12 +145,12 @@ async def _broken_or_not(
 ) -> Any:
     breaker = tool.breaker
     if breaker is None:
-        return await _attempt(tool, arguments, context, timeout_s)
+        return await attempt(tool, arguments, context, timeout_s)
     if breaker.state is BreakerState.HALF_OPEN and tool.risk is not Risk.READ:
         assert tool.probe is not None  # Tool checks this when it is built
         probe = tool.probe
         await breaker.call(lambda: _probe(tool, probe))
-    return await breaker.call(lambda: _attempt(tool, arguments, context, timeout_s))
+    return await breaker.call(lambda: attempt(tool, arguments, context, timeout_s))
 
 
 async def _probe(tool: Tool, probe: Any) -> None:
@@ -177,13 +162,21 @@ async def _probe(tool: Tool, probe: Any) -> None:
         raise _unavailable(tool, exc, retry_on=(Exception,)) from None
 
 
-async def _attempt(
+async def attempt(
     tool: Tool, arguments: dict[str, Any], context: RunContext, timeout_s: float | None
 ) -> Any:
-    """One call under the timeout; failures that mean "unavailable" become typed errors."""
+    """One call under the timeout; failures that mean "unavailable" become typed errors.
+
+    Raises:
+        ToolError: ``tool_timeout`` when ``timeout_s`` passed, ``tool_unavailable`` for an
+            exception of a type in the tool's ``retry_on``.
+        Exception: Anything else the function raised, unchanged.
+    """
     deadline = None if timeout_s is None else asyncio.timeout(timeout_s)
     try:
         if deadline is None:
+            if tool.inline:  # a plain sync function: no coroutine to await
+                return tool.function(**arguments)
             return await tool.invoke(arguments, context)
         async with deadline:
             return await tool.invoke(arguments, context)

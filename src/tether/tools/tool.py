@@ -190,10 +190,15 @@ class Tool:
     unguarded: bool = field(init=False)
     """Whether no guard applies: no retry, breaker, rate limit, concurrency cap or
     fallback (computed)."""
+    inline: bool = field(init=False)
+    """Whether a call is a plain synchronous call on the event loop: a sync function
+    without a timeout or a ``RunContext`` parameter (computed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
         object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
+        plain = not self.is_async and self.timeout is None and self.context_param is None
+        object.__setattr__(self, "inline", plain)
         guards = (self.retry, self.breaker, self.rate_limit, self.concurrency)
         object.__setattr__(self, "unguarded", all(g is None for g in guards) and not self.fallbacks)
         if self.breaker is not None and self.risk is not Risk.READ and self.probe is None:
