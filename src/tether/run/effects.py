@@ -175,9 +175,9 @@ class DurableCalls:
             or idempotency_key(self.state.run_id, checked.digest),
         )
         dedupe = checked.tool.dedupe
-        namespace = f"tool:{checked.tool.name}"
-        key = ""
+        namespace = key = ""
         if dedupe is not None:
+            namespace = f"tool:{checked.tool.name}"
             key = dedupe.key_of(checked.tool.name, to_jsonable_python(checked.arguments))
             kept = await self.journal.store.recall(namespace, key)
             if kept is not None:
