@@ -665,12 +665,32 @@ def _connect(
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         # Before anything that writes, WAL included: a newer file must stay untouched.
         check_version(conn, name=str(path))
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, patience=seconds)
         migrate(conn, name=str(path))
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, *, patience: float) -> None:
+    """Switch the file to WAL, waiting up to ``patience`` seconds for other openers.
+
+    Switching needs the file to itself, and SQLite does not run the busy handler for it:
+    two processes opening a new file at once would see "database is locked".
+    """
+    waited, pause = 0.0, 0.005
+    pausing = threading.Event()
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or waited >= patience:
+                raise
+        pausing.wait(pause)  # never set: a plain sleep that needs no clock
+        waited += pause
+        pause = min(pause * 2, 0.1)
 
 
 def _next_claimable(conn: sqlite3.Connection, now: float) -> int | None:
