@@ -70,6 +70,7 @@ class Worker:
         self._load = load
         self._agents: dict[str, AgentSpec[Any]] = {}
         self._stopping = asyncio.Event()
+        self._swept = float("-inf")
 
     def stop(self) -> None:
         """Stop claiming; active runs stop at their next step and release their lease."""
@@ -92,12 +93,30 @@ class Worker:
                 task.add_done_callback(active.discard)
             if leases:
                 continue
+            await self._sweep()
             if until_idle and not active:
                 break
             await self._wait(active)
         if active:
             await asyncio.gather(*active, return_exceptions=True)
         return self.stats
+
+    async def _sweep(self) -> None:
+        """Release budget reservations of dead workers, at most once per lease length.
+
+        A reservation is held for one model call; when its worker dies, it is freed once
+        its run's lease is gone (see :mod:`tether.governance.budgets`).
+        """
+        budgets = self.tether.budgets
+        if budgets is None:
+            return
+        now = self.tether.clock.monotonic()
+        if now - self._swept < self.tether.lease_for.total_seconds():
+            return
+        self._swept = now
+        released = await budgets.book.release_lapsed()
+        if released:
+            logger.info("released %d budget reservations of runs that lost their lease", released)
 
     async def _claim(self, free: int) -> list[Lease]:
         """Claim up to ``free`` runs at once (one store transaction where it groups them)."""

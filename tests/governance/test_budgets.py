@@ -384,3 +384,26 @@ def test_cli_budgets_shows_windows_and_releases_lapsed(tmp_path: Path) -> None:
     assert text.exit_code == 0 and "remaining $0.75" in text.stdout
     empty = runner.invoke(app, ["budgets", "--store", str(tmp_path / "new.db")])
     assert empty.exit_code == 0 and "no budget windows" in empty.stdout
+
+
+@pytest.mark.anyio
+async def test_a_worker_releases_reservations_of_runs_that_lost_their_lease(
+    store: Store,
+) -> None:
+    from tether.events import RunStarted
+    from tether.worker import Worker
+
+    runtime = Tether(store=store, budgets=[Budget.per_user(usd("1"), window=DAY)], prices={})
+    assert runtime.budgets is not None
+    book = runtime.budgets.book
+    started = RunStarted(
+        run_id="dead", agent="a", user=None, task="t", at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    lease = await store.create_run(started, owner="gone", lease_for=timedelta(hours=1))
+    assert lease is not None
+    day = Budget.per_user(usd("1"), window=DAY)
+    ticket = await book.reserve("dead", lease.epoch, usd("0.4"), [applied(day, run_id="dead")])
+    assert isinstance(ticket, Reservation)
+    await store.release(lease)  # its worker gave the run up without settling
+    await Worker(runtime, concurrency=1, poll_interval=0.01).run(until_idle=True)
+    assert await totals(book) == {"user:ana:day": (usd("0"), usd("0"))}
