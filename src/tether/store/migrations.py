@@ -194,7 +194,27 @@ CREATE TABLE grants (
 CREATE INDEX grants_principal ON grants (principal);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = """
+-- single-use approvals of tool calls (tether.governance.approvals)
+CREATE TABLE approvals (
+    approval_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    tool TEXT NOT NULL,
+    args_hash TEXT NOT NULL,         -- sha256 of the canonical JSON of the arguments
+    reasons TEXT,                    -- JSON ["why ask", ...]
+    requested_at REAL NOT NULL,      -- unix seconds, database clock
+    expires_at REAL NOT NULL,
+    status TEXT NOT NULL,            -- pending|approved|denied|expired|used
+    decided_by TEXT,
+    decided_at REAL,
+    comment TEXT,
+    UNIQUE (run_id, step)
+);
+CREATE INDEX approvals_status ON approvals (status, requested_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
