@@ -156,8 +156,8 @@ def test_no_run_lost_no_effect_repeated(tmp_path: Path, monkeypatch: pytest.Monk
     try:
         while True:
             supervisor.tend()
-            time.sleep(rng.uniform(0.2, 0.6))
-            if rng.random() < 0.4:
+            time.sleep(rng.uniform(0.15, 0.4))
+            if rng.random() < 0.45:
                 supervisor.kill_one()
             reviews += asyncio.run(resolve_reviews(runtime, rng))
             if asyncio.run(all_finished(store)):
