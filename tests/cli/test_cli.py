@@ -217,3 +217,33 @@ def test_a_clean_run_in_memory_prints_no_caught_line_and_no_journal() -> None:
     done = tether("run", "examples/quickstart.py:agent", "What is 1 + 2?", TETHER_STORE="memory://")
     assert done.returncode == 0, done.stderr
     assert "tether caught" not in done.stdout and "journal:" not in done.stdout
+
+
+def test_the_timeline_names_reused_and_fallback_results() -> None:
+    from datetime import UTC, datetime
+    from io import StringIO
+
+    from rich.console import Console
+
+    from tether.cli.timeline import Timeline
+    from tether.events import ToolCallFinished
+
+    out = StringIO()
+    timeline = Timeline(Console(file=out, no_color=True, width=200))
+    common = {
+        "run_id": "r",
+        "call_id": "c",
+        "content": "ok",
+        "is_error": False,
+        "error_class": None,
+        "repeated": False,
+        "at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    timeline(ToolCallFinished(step=2, tool="pay", executed=False, dedupe_of="run_a", **common))
+    timeline(ToolCallFinished(step=4, tool="search", executed=True, tier="cached", **common))
+    lines = out.getvalue().splitlines()
+    assert "(reused from run_a)" in lines[0] and "(served by cached)" in lines[1]
+    assert timeline.caught == {
+        "calls answered from another run": 1,
+        "results from a fallback tool": 1,
+    }

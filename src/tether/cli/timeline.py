@@ -61,6 +61,8 @@ class Timeline:
             case ToolCallFinished(error_class=error_class, repeated=repeated, tier=tier):
                 if tier is not None:
                     self.caught["results from a fallback tool"] += 1
+                if event.dedupe_of is not None:
+                    self.caught["calls answered from another run"] += 1
                 if repeated:
                     self.caught["repeated calls"] += 1
                 elif error_class in _CAUGHT:
@@ -90,7 +92,7 @@ def _line(event: Event) -> str | None:
             return f"[dim]{step:>4}[/] model   [green]answer[/] {answer}"
         case ToolCallFinished(step=step, tool=tool, content=content, is_error=is_error):
             mark = "[red]✗[/]" if is_error else "[green]✓[/]"
-            note = " [dim](repeat)[/]" if event.repeated else ""
+            note = _result_note(event)
             return (
                 f"[dim]{step:>4}[/] tool    {mark} {escape(tool)}{note} {escape(_preview(content))}"
             )
@@ -151,6 +153,15 @@ def print_summary(
             f"[dim]next: tether show {result.run_id} · tether resume {result.run_id}[/]",
             highlight=False,
         )
+
+
+def _result_note(event: ToolCallFinished) -> str:
+    """Why a result is special: a repeat, reused from another run, or from a fallback."""
+    if event.dedupe_of is not None:
+        return f" [dim](reused from {escape(event.dedupe_of)})[/]"
+    if event.tier is not None:
+        return f" [dim](served by {escape(event.tier)})[/]"
+    return " [dim](repeat)[/]" if event.repeated else ""
 
 
 def _preview(text: str, limit: int = _PREVIEW_CHARS) -> str:
