@@ -53,9 +53,9 @@ from tether.run import (
     Subscriber,
     result_from_journal,
 )
+from tether.run.effects import unknown_outcome
 from tether.status import RunStatus
 from tether.store import Lease, RunRecord, Store, open_store
-from tether.tools import error_result
 
 __all__ = ["DEFAULT_LEASE", "MAX_CRASHES", "Decision", "Tether", "run_blocking"]
 
@@ -526,16 +526,13 @@ def _answer_orphans(journal: Sequence[Event], reason: str, clock: Clock) -> list
     orphans = [e for e in journal if isinstance(e, ToolCallStarted) and e.step not in answered]
     message = f"the run was cancelled ({reason}); whether this call took effect is unknown"
     return [
-        ToolCallFinished(
+        unknown_outcome(
             run_id=intent.run_id,
             step=intent.step,
             call_id=intent.call_id,
             tool=intent.tool,
-            content=error_result("cancelled", message, tool=intent.tool),
-            is_error=True,
             error_class="cancelled",
-            executed=True,
-            repeated=False,
+            message=message,
             at=clock.now(),
         )
         for intent in orphans

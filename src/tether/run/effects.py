@@ -17,10 +17,12 @@ an intent (a recorded denial) is answered from the journal again and never re-ch
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic_core import to_jsonable_python
 
 from tether.clock import Clock
-from tether.events import CheckpointTaken, ReviewDecided, ToolCallStarted
+from tether.events import CheckpointTaken, ReviewDecided, ToolCallFinished, ToolCallStarted
 from tether.failpoints import failpoint
 from tether.governance.permissions import Permissions
 from tether.ids import idempotency_key
@@ -210,3 +212,32 @@ def _apply_decision(record: CallRecord, decision: ReviewDecided) -> None:
     )
     content = error_result("outcome_unknown", message, tool=record.call.name)
     record.outcome = ToolOutcome(content=content, is_error=True, error_class="outcome_unknown")
+
+
+def unknown_outcome(
+    *,
+    run_id: str,
+    step: int,
+    call_id: str,
+    tool: str,
+    error_class: str,
+    message: str,
+    at: datetime,
+) -> ToolCallFinished:
+    """The result of a started call whose outcome nobody knows (so no call is orphaned).
+
+    Used when a run ends without the call's result: abandoned after a crash loop, ended
+    with the call in doubt, or cancelled.
+    """
+    return ToolCallFinished(
+        run_id=run_id,
+        step=step,
+        call_id=call_id,
+        tool=tool,
+        content=error_result(error_class, message, tool=tool),
+        is_error=True,
+        error_class=error_class,
+        executed=True,
+        repeated=False,
+        at=at,
+    )

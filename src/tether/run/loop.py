@@ -52,7 +52,7 @@ from tether.messages import (
 from tether.models import Model, ModelSettings, resolve_model
 from tether.run import limits as check
 from tether.run.calls import CallRecord, run_calls, settle_repeats
-from tether.run.effects import DurableCalls
+from tether.run.effects import DurableCalls, unknown_outcome
 from tether.run.journal import Journal
 from tether.run.outcome import OutputT, RunError, RunResult
 from tether.run.state import RunState
@@ -512,22 +512,14 @@ class Run(Generic[OutputT]):
 
     def _answer_unknown(self, step: int, call_id: str, tool: str, error_class: str) -> None:
         """Journal a result saying a started call's outcome is unknown (no orphan call)."""
-        content = error_result(
-            error_class,
-            f"the run ended ({error_class}); whether this call took effect is unknown",
-            tool=tool,
-        )
         self.journal.emit(
-            ToolCallFinished(
+            unknown_outcome(
                 run_id=self.state.run_id,
                 step=step,
                 call_id=call_id,
                 tool=tool,
-                content=content,
-                is_error=True,
                 error_class=error_class,
-                executed=True,
-                repeated=False,
+                message=f"the run ended ({error_class}); whether this call took effect is unknown",
                 at=self.clock.now(),
             )
         )
