@@ -400,15 +400,13 @@ def tool(
             effect=effect,
             timeout=timeout,
             compensate=compensate,
-            guards={
-                "retry": retry,
-                "breaker": breaker,
-                "probe": probe,
-                "rate_limit": rate_limit,
-                "concurrency": concurrency,
-                "fallbacks": tuple(fallbacks),
-                "dedupe": dedupe,
-            },
+            retry=retry,
+            breaker=breaker,
+            probe=probe,
+            rate_limit=rate_limit,
+            concurrency=concurrency,
+            fallbacks=tuple(fallbacks),
+            dedupe=dedupe,
         )
 
     if function is not None:
@@ -425,7 +423,13 @@ def _build_tool(
     effect: Effect | str | None,
     timeout: timedelta | float | None,
     compensate: Callable[[Compensation], Any] | None = None,
-    guards: dict[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
+    breaker: CircuitBreaker | None = None,
+    probe: Callable[[], Any] | None = None,
+    rate_limit: TokenBucket | None = None,
+    concurrency: int | None = None,
+    fallbacks: tuple[Tool, ...] = (),
+    dedupe: Dedupe | None = None,
 ) -> Tool:
     tool_name: str = name or str(getattr(fn, "__name__", ""))
     if not _NAME_PATTERN.fullmatch(tool_name):
@@ -455,7 +459,13 @@ def _build_tool(
         effect=effect_value,
         timeout=_as_timedelta(timeout, tool_name),
         compensate=compensate,
-        **(guards or {}),
+        retry=retry,
+        breaker=breaker,
+        probe=probe,
+        rate_limit=rate_limit,
+        concurrency=concurrency,
+        fallbacks=fallbacks,
+        dedupe=dedupe,
         definition=ToolDefinition(
             name=tool_name,
             description=tool_description,
