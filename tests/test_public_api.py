@@ -8,6 +8,10 @@ import inspect
 import pytest
 
 import tether
+import tether.governance.approvals
+import tether.governance.audit
+import tether.governance.budgets
+import tether.governance.permissions
 import tether.models
 import tether.resilience
 import tether.run
@@ -15,6 +19,7 @@ import tether.store
 import tether.testing
 import tether.toolkit
 import tether.tools
+import tether.undo
 
 MODULES = [
     tether,
@@ -25,6 +30,11 @@ MODULES = [
     tether.store,
     tether.run,
     tether.toolkit,
+    tether.undo,
+    tether.governance.approvals,
+    tether.governance.audit,
+    tether.governance.budgets,
+    tether.governance.permissions,
 ]
 
 

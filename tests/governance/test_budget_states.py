@@ -61,7 +61,9 @@ class BudgetMachine(RuleBasedStateMachine):
     def reserve(self, data: st.DataObject, micros: int, which: set[int]) -> None:
         lease = data.draw(st.sampled_from(self.leases))
         slots = [
-            AppliedBudget(BUDGETS[i].key(run_id=lease.run_id, user="ana", agent="a"), BUDGETS[i])
+            AppliedBudget(
+                key=BUDGETS[i].key(run_id=lease.run_id, user="ana", agent="a"), budget=BUDGETS[i]
+            )
             for i in sorted(which)
         ]
         ticket = self.run(

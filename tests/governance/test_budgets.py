@@ -36,7 +36,7 @@ def usd(text: str) -> Decimal:
 
 
 def applied(budget: Budget, user: str = "ana", run_id: str = "r1") -> AppliedBudget:
-    return AppliedBudget(budget.key(run_id=run_id, user=user, agent="a"), budget)
+    return AppliedBudget(key=budget.key(run_id=run_id, user=user, agent="a"), budget=budget)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -182,7 +182,7 @@ class Budget:
         return math.floor(now / size) * size
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppliedBudget:
     """One budget applied to one run: the key of its window row, and the budget."""
 
@@ -738,7 +738,8 @@ class Budgets:
     def slots(self, *, run_id: str, user: str | None, agent: str) -> list[AppliedBudget]:
         """The windows a run's calls are charged to."""
         return [
-            AppliedBudget(b.key(run_id=run_id, user=user, agent=agent), b) for b in self.budgets
+            AppliedBudget(key=b.key(run_id=run_id, user=user, agent=agent), budget=b)
+            for b in self.budgets
         ]
 
     def worst_case_usd(
