@@ -10,6 +10,7 @@ from typing import Generic
 from pydantic import TypeAdapter
 
 from tether.errors import ConfigurationError
+from tether.governance.approvals import ApprovalPolicy
 from tether.models import Model, ModelSettings, resolve_model
 from tether.run import OutputT, RunResult, Subscriber
 from tether.runtime import Tether, run_blocking
@@ -49,6 +50,10 @@ class Agent(Generic[OutputT]):
     """Type of the final output (a pydantic model, dataclass or any type pydantic
     validates). The model must answer with matching JSON; invalid answers get feedback and
     up to ``limits.max_output_retries`` revisions. Default ``None``: plain text."""
+    approvals: ApprovalPolicy | None = None
+    """Which tool calls wait for a person's approval (and how long a person has). A run
+    that reaches one pauses in ``waiting_approval`` until ``tether approve`` or
+    ``tether deny``. Default ``None``: no call asks."""
 
     def __post_init__(self) -> None:
         if not self.name.strip():

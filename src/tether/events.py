@@ -17,6 +17,8 @@ from tether.messages import ModelResponse
 from tether.status import RunStatus
 
 __all__ = [
+    "ApprovalDecided",
+    "ApprovalRequested",
     "CheckpointTaken",
     "Event",
     "LimitHit",
@@ -186,6 +188,45 @@ class ReviewDecided:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested:
+    """A call waits for a person's approval; the run pauses in ``waiting_approval``.
+
+    The call has no intent yet: it runs only after an :class:`ApprovalDecided` that
+    approved it, and only once (see :mod:`tether.governance.approvals`).
+    """
+
+    run_id: str
+    step: int
+    call_id: str
+    tool: str
+    approval_id: str
+    reasons: tuple[str, ...]
+    """Why the policy asked (see :meth:`~tether.governance.approvals.ApprovalPolicy.decide`)."""
+    expires_at: datetime
+    at: datetime
+    kind: Literal["approval_requested"] = "approval_requested"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided:
+    """The approval of a call was answered: ``approved``, ``denied`` or ``expired``.
+
+    An approved call runs when the run continues; a denied or expired one is answered
+    with an error result the model sees, and never runs.
+    """
+
+    run_id: str
+    step: int
+    call_id: str
+    approval_id: str
+    outcome: Literal["approved", "denied", "expired"]
+    decided_by: str | None
+    comment: str | None
+    at: datetime
+    kind: Literal["approval_decided"] = "approval_decided"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitHit:
     """A :class:`~tether.settings.RunLimits` cap ended the run."""
 
@@ -219,6 +260,8 @@ Event = (
     | ToolCallFinished
     | ToolCallInDoubt
     | ReviewDecided
+    | ApprovalRequested
+    | ApprovalDecided
     | LimitHit
     | RunFinished
 )
@@ -243,6 +286,8 @@ def status_after(event: Event) -> RunStatus | None:
         return event.status
     if isinstance(event, ToolCallInDoubt):
         return RunStatus.NEEDS_REVIEW
-    if isinstance(event, ReviewDecided):
+    if isinstance(event, ApprovalRequested):
+        return RunStatus.WAITING_APPROVAL
+    if isinstance(event, ReviewDecided | ApprovalDecided):
         return RunStatus.RUNNING
     return None

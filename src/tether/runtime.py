@@ -27,6 +27,8 @@ from tether.errors import (
     RunStateError,
 )
 from tether.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     Event,
     ReviewDecided,
     RunFinished,
@@ -36,7 +38,8 @@ from tether.events import (
     ToolCallStarted,
 )
 from tether.failpoints import failpoint
-from tether.governance.audit import audit_log
+from tether.governance.approvals import ApprovalRequest, Approvals, ApprovalStatus, approvals
+from tether.governance.audit import AuditAction, audit_log
 from tether.governance.budgets import Budget, Budgets, budget_book
 from tether.governance.permissions import Permissions
 from tether.governance.permissions import permissions as store_permissions
@@ -53,7 +56,7 @@ from tether.run import (
     Subscriber,
     result_from_journal,
 )
-from tether.run.effects import unknown_outcome
+from tether.run.effects import approval_decided, unknown_outcome
 from tether.status import RunStatus
 from tether.store import Lease, RunRecord, Store, open_store
 
@@ -133,6 +136,10 @@ class Tether:
         self.permissions: Permissions | None = (
             store_permissions(self.store) if permissions is True else permissions or None
         )
+        self.approvals: Approvals | None = None
+        """The approval requests kept in :attr:`store` (``None`` if it keeps none)."""
+        with contextlib.suppress(ConfigurationError):
+            self.approvals = approvals(self.store, clock=clock)
 
     async def submit(
         self, agent: str | AgentSpec[Any], task: str, *, user: str | None = None
@@ -224,6 +231,12 @@ class Tether:
         record = await self._record(run_id)
         if record.finished_at is not None:
             return await self._finished_result(record, agent)
+        if record.status is RunStatus.WAITING_APPROVAL and not await self.wake(run_id):
+            waiting = ", ".join(r.approval_id for r in await self._waiting_on(run_id))
+            raise RunStateError(
+                f"run {run_id} waits for a person to approve {waiting or 'its calls'}: "
+                "`tether approve ID` or `tether deny ID --reason TEXT`"
+            )
         definition = agent or await self._load(record)
         journal = await self.store.events(run_id)
         undecided = _undecided_in_doubt(journal)
@@ -269,7 +282,8 @@ class Tether:
             run_id=run_id, owner="replay", epoch=0, attempts=0, expires_at=self.clock.now()
         )
         writer = Journal(store=self.store, lease=lease, replay=replay, subscribers=())
-        return await Run(agent, writer, clock=self.clock, in_doubt=self.in_doubt).execute()
+        run = Run(agent, writer, clock=self.clock, in_doubt=self.in_doubt, approvals=self.approvals)
+        return await run.execute()
 
     async def review(
         self,
@@ -324,6 +338,115 @@ class Tether:
         ]
         await self.store.append(decided, lease, release=True)
         return steps
+
+    async def approve(
+        self, approval_id: str, *, approver: str, comment: str | None = None
+    ) -> ApprovalRequest:
+        """Approve a waiting call; its run continues once none of its calls waits.
+
+        The approval is single use: it lets exactly that call, with exactly those
+        arguments, run once, before the request expires.
+
+        Args:
+            approval_id: The request (``tether approvals`` lists them).
+            approver: Who approves (recorded). Their roles come from the store's
+                permissions (``tether grants roles``).
+            comment: A note kept with the decision. Default none.
+
+        Raises:
+            ConfigurationError: No such request, the store keeps none, or the approver
+                lacks the role the request requires.
+            RunStateError: The request was already decided, or expired.
+        """
+        return await self._decide(approval_id, True, approver, comment)
+
+    async def deny(self, approval_id: str, *, approver: str, reason: str) -> ApprovalRequest:
+        """Deny a waiting call: it never runs, and the model is told ``reason``.
+
+        Raises the same errors as :meth:`approve`.
+        """
+        if not reason.strip():
+            raise ConfigurationError("a denial needs a reason, for the model and the audit log")
+        return await self._decide(approval_id, False, approver, reason)
+
+    async def pending_approvals(self) -> list[ApprovalRequest]:
+        """Return the calls waiting for a person, oldest first (empty if none)."""
+        return [] if self.approvals is None else await self.approvals.pending()
+
+    async def wake(self, run_id: str) -> bool:
+        """Let a run waiting for approvals continue once every request is answered.
+
+        Journals one ``ApprovalDecided`` per answered (or expired) request and makes the
+        run ``pending`` again, for a worker or :meth:`resume`. Return whether it did;
+        ``False`` while a request still waits, or when the run is not waiting.
+        """
+        record = await self.store.get_run(run_id)
+        if record is None or record.status is not RunStatus.WAITING_APPROVAL:
+            return False
+        if not _answered(await self._waiting_on(run_id)):
+            return False
+        lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=run_id)
+        if lease is None:
+            return False
+        # Judge again under the lease: another process may have woken it meanwhile.
+        events = await self.store.events(run_id)
+        waiting = await self._waiting_on(run_id, events)
+        if not _answered(waiting):
+            await self.store.release(lease)
+            return False
+        calls = {e.step: e.call_id for e in events if isinstance(e, ApprovalRequested)}
+        now = self.clock.now()
+        audit = audit_log(self.store, clock=self.clock)
+        for request in waiting:
+            if request.status is ApprovalStatus.EXPIRED:
+                await audit.record(
+                    AuditAction.EXPIRED,
+                    actor="system",
+                    run_id=run_id,
+                    step=request.step,
+                    subject=request.tool,
+                    reason=f"approval {request.approval_id} expired unanswered",
+                )
+        decided = [approval_decided(r, calls[r.step], now) for r in waiting]
+        await self.store.append(decided, lease, release=True)
+        return True
+
+    async def wake_expired(self) -> int:
+        """:meth:`wake` every run whose approvals are all answered or expired; count them."""
+        if self.approvals is None:
+            return 0
+        waiting = await self.store.list_runs(status=RunStatus.WAITING_APPROVAL)
+        return sum([await self.wake(record.run_id) for record in waiting])
+
+    async def _decide(
+        self, approval_id: str, approve: bool, approver: str, comment: str | None
+    ) -> ApprovalRequest:
+        if self.approvals is None:
+            raise ConfigurationError(f"{type(self.store).__name__} keeps no approval requests")
+        roles: tuple[str, ...] = ()
+        with contextlib.suppress(ConfigurationError):
+            roles = await store_permissions(self.store, clock=self.clock).roles(approver)
+        decided = await self.approvals.decide(
+            approval_id, approve=approve, approver=approver, roles=roles, comment=comment
+        )
+        await self.wake(decided.run_id)
+        return decided
+
+    async def _waiting_on(
+        self, run_id: str, events: Sequence[Event] | None = None
+    ) -> list[ApprovalRequest]:
+        """The requests a waiting run's journal asked for and has no answer to."""
+        if self.approvals is None:
+            return []
+        if events is None:
+            events = await self.store.events(run_id)
+        answered = {e.step for e in events if isinstance(e, ApprovalDecided)}
+        asked = {e.approval_id for e in events if isinstance(e, ApprovalRequested)}
+        return [
+            r
+            for r in await self.approvals.of_run(run_id)
+            if r.approval_id in asked and r.step not in answered
+        ]
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled") -> RunRecord:
         """End a run ``cancelled``, taking it from any owner (its next write is refused).
@@ -385,6 +508,7 @@ class Tether:
             should_stop=should_stop,
             in_doubt=self.in_doubt,
             budgets=self.budgets,
+            approvals=self.approvals,
         )
         run.calls.permissions = self.permissions
         try:
@@ -537,6 +661,11 @@ def _answer_orphans(journal: Sequence[Event], reason: str, clock: Clock) -> list
         )
         for intent in orphans
     ]
+
+
+def _answered(requests: Sequence[ApprovalRequest]) -> bool:
+    """Whether a waiting run's requests exist and none still waits for a person."""
+    return bool(requests) and all(r.status is not ApprovalStatus.PENDING for r in requests)
 
 
 def _undecided_in_doubt(journal: Sequence[Event]) -> list[int]:

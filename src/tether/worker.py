@@ -102,21 +102,26 @@ class Worker:
         return self.stats
 
     async def _sweep(self) -> None:
-        """Release budget reservations of dead workers, at most once per lease length.
+        """Housekeeping of dead workers and lapsed approvals, at most once per lease length.
 
-        A reservation is held for one model call; when its worker dies, it is freed once
-        its run's lease is gone (see :mod:`tether.governance.budgets`).
+        Releases the budget reservations of runs whose worker died (a reservation is held
+        for one model call; see :mod:`tether.governance.budgets`), and wakes runs whose
+        approval requests expired unanswered, so they continue with the call denied.
         """
-        budgets = self.tether.budgets
-        if budgets is None:
-            return
         now = self.tether.clock.monotonic()
         if now - self._swept < self.tether.lease_for.total_seconds():
             return
         self._swept = now
-        released = await budgets.book.release_lapsed()
-        if released:
-            logger.info("released %d budget reservations of runs that lost their lease", released)
+        budgets = self.tether.budgets
+        if budgets is not None:
+            released = await budgets.book.release_lapsed()
+            if released:
+                logger.info(
+                    "released %d budget reservations of runs that lost their lease", released
+                )
+        woken = await self.tether.wake_expired()
+        if woken:
+            logger.info("%d runs continue after their approval requests expired", woken)
 
     async def _claim(self, free: int) -> list[Lease]:
         """Claim up to ``free`` runs at once (one store transaction where it groups them)."""

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from tether.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     CheckpointTaken,
     Event,
     LimitHit,
@@ -136,6 +138,26 @@ def one_of_each(run_id: str) -> list[Event]:
             decision="skip",
             result=None,
             reviewer=None,
+            at=AT,
+        ),
+        ApprovalRequested(
+            run_id=run_id,
+            step=7,
+            call_id="c2",
+            tool="pay",
+            approval_id="a1",
+            reasons=("tool 'pay' has risk external", "argument 'to' contains \u00e9"),
+            expires_at=AT,
+            at=AT,
+        ),
+        ApprovalDecided(
+            run_id=run_id,
+            step=7,
+            call_id="c2",
+            approval_id="a1",
+            outcome="denied",
+            decided_by="ana",
+            comment="not this week \U0001f600",
             at=AT,
         ),
         LimitHit(run_id=run_id, limit="max_steps", status=RunStatus.MAX_STEPS, at=AT),

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tether import __version__
-from tether.cli import inspect
+from tether.cli import approvals, inspect
 from tether.cli.audit import app as audit_app
 from tether.cli.common import (
     EXIT_CODES,
@@ -51,6 +51,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 inspect.register(app)
+approvals.register(app)
 app.add_typer(audit_app, name="audit")
 app.add_typer(grants_app, name="grants")
 

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     CheckpointTaken,
     Event,
     LimitHit,
@@ -35,6 +37,9 @@ _CAUGHT = {
     "invalid_result": "invalid tool results",
     "tool_error": "tool errors",
     "tool_timeout": "tool timeouts",
+    "permission_denied": "calls without permission",
+    "approval_denied": "calls a person denied",
+    "approval_expired": "calls nobody approved in time",
 }
 
 
@@ -76,6 +81,8 @@ class Timeline:
                 self.caught[f"rejected responses ({reason})"] += 1
             case LimitHit(limit=limit):
                 self.caught[f"limit {limit}"] += 1
+            case ApprovalRequested():
+                self.caught["calls held for approval"] += 1
             case _:
                 pass
 
@@ -108,6 +115,16 @@ def _line(event: Event) -> str | None:
             return f"[dim]{step:>4}[/] tool    [yellow]? {escape(tool)} in doubt[/] (needs review)"
         case ReviewDecided(step=step, decision=decision, reviewer=reviewer):
             return f"[dim]{step:>4}[/] review  {decision} by {escape(reviewer or 'unknown')}"
+        case ApprovalRequested(step=step, tool=tool, approval_id=approval_id, reasons=reasons):
+            why = escape(_preview("; ".join(reasons)))
+            return (
+                f"[dim]{step:>4}[/] approve [yellow]? {escape(tool)} waits for a person[/] "
+                f"({why}) · tether approve {approval_id}"
+            )
+        case ApprovalDecided(step=step, outcome=outcome, decided_by=decided_by):
+            colour = "green" if outcome == "approved" else "red"
+            who = f" by {escape(decided_by)}" if decided_by else ""
+            return f"[dim]{step:>4}[/] approve [{colour}]{outcome}[/]{who}"
         case RunFinished():
             return None
         case _:

@@ -15,7 +15,9 @@ consumption writes one entry to the store's audit log
 Implementations, chosen by :func:`approvals`: on a :class:`~tether.store.SqliteStore` the
 ``approvals`` table (schema 8) of its file, judged on the database clock; on an
 :class:`~tether.store.InMemoryStore` a dict that lives as long as the store, judged on its
-clock. Wiring into the run loop comes later.
+clock. With ``Tether(approvals=ApprovalPolicy(...))`` the run loop asks before each call
+the policy picks, pauses the run in ``waiting_approval``, and spends the approval when the
+run continues (see :mod:`tether.run.effects`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ class ApprovalPolicy:
     min_confidence: float | None = None
     """Ask when the model reports a confidence below this. ``None``: confidence is
     ignored. A call without a reported confidence is not asked for this reason."""
+    ttl: timedelta = timedelta(hours=24)
+    """How long a person has to decide, and the approved call to run. A request that
+    lapses is a denial: the model is told ``approval_expired``. Default 24 hours."""
+    approver_role: str | None = None
+    """A role an approver must hold (see ``tether grants roles``). Default: anyone."""
 
     def __post_init__(self) -> None:
         risks: set[Risk] = set()
@@ -106,6 +113,10 @@ class ApprovalPolicy:
             if not isinstance(keyword, str) or not keyword.strip():
                 raise ConfigurationError(f"a keyword must be a non-empty string, not {keyword!r}")
         _check_confidence("min_confidence", self.min_confidence)
+        if not isinstance(self.ttl, timedelta) or not self.ttl.total_seconds() > 0:
+            raise ConfigurationError(f"ttl must be a positive timedelta, not {self.ttl!r}")
+        if self.approver_role is not None and not self.approver_role.strip():
+            raise ConfigurationError("approver_role must be a non-empty role name or None")
         object.__setattr__(self, "ask_for_risks", frozenset(risks))
         object.__setattr__(self, "thresholds", thresholds)
         object.__setattr__(self, "keywords", tuple(self.keywords))
@@ -205,6 +216,8 @@ class ApprovalRequest:
     decided_by: str | None = None
     decided_at: datetime | None = None
     comment: str | None = None
+    approver_role: str | None = None
+    """The role a person must hold to decide it; ``None``: anyone."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +230,8 @@ class Consumed:
     """Why, for people and for the model."""
     approval_id: str | None = None
     """The request judged; ``None`` when there was none for the step."""
+    expired: bool = False
+    """Refused because the request lapsed before the call."""
 
 
 @runtime_checkable
@@ -232,6 +247,7 @@ class Approvals(Protocol):
         *,
         ttl: timedelta,
         reasons: Sequence[str] = (),
+        approver_role: str | None = None,
     ) -> ApprovalRequest:
         """Open a request for a run's step, or return the one it already has.
 
@@ -247,6 +263,8 @@ class Approvals(Protocol):
             arguments: The call's validated arguments (kept only as a hash).
             ttl: How long the request may be decided and used.
             reasons: Why approval is asked for (see :meth:`ApprovalPolicy.decide`).
+            approver_role: A role whoever decides must hold, kept with the request and
+                checked by :meth:`decide`. Default: anyone may decide.
 
         Raises:
             ConfigurationError: An empty run id or tool, a negative step or a ``ttl``
@@ -260,6 +278,10 @@ class Approvals(Protocol):
 
     async def pending(self) -> list[ApprovalRequest]:
         """Return the requests waiting for a person (not expired), oldest first."""
+        ...
+
+    async def of_run(self, run_id: str) -> list[ApprovalRequest]:
+        """Return every request of a run (``expired`` once past expiry), by step."""
         ...
 
     async def decide(
@@ -291,7 +313,13 @@ class Approvals(Protocol):
         ...
 
     async def consume(
-        self, run_id: str, step: int, tool: str, arguments: Mapping[str, Any]
+        self,
+        run_id: str,
+        step: int,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        resumed: bool = False,
     ) -> Consumed:
         """Spend the approval of a call: once, for exactly these arguments, before expiry.
 
@@ -299,6 +327,17 @@ class Approvals(Protocol):
         tool and the sha256 of these arguments; it atomically becomes ``used`` and
         ``privileged_call`` is recorded. Anything else is refused and recorded as ``deny``
         (or ``expired`` when the approval lapsed).
+
+        Args:
+            run_id: The run.
+            step: The run's step of the call.
+            tool: The tool's name.
+            arguments: The call's validated arguments (compared by their sha256).
+            resumed: The run is resuming after a crash, and its journal shows this step's
+                call never started: a request already ``used`` by this same step, tool
+                and arguments was spent by the attempt that crashed before the call ran,
+                and is honoured once more (there is no other call it could authorise).
+                Default ``False``: ``used`` is refused.
         """
         ...
 
@@ -370,6 +409,7 @@ def _new_request(
     reasons: Sequence[str],
     now: float,
     ttl: float,
+    approver_role: str | None,
 ) -> ApprovalRequest:
     return ApprovalRequest(
         approval_id=uuid.uuid4().hex,
@@ -381,6 +421,7 @@ def _new_request(
         requested_at=_at(now),
         expires_at=_at(now + ttl),
         status=ApprovalStatus.PENDING,
+        approver_role=approver_role,
     )
 
 
@@ -431,7 +472,12 @@ def _decide(
 
 
 def _consume(
-    found: ApprovalRequest | None, step: int, tool: str, args_hash: str, now: float
+    found: ApprovalRequest | None,
+    step: int,
+    tool: str,
+    args_hash: str,
+    now: float,
+    resumed: bool = False,
 ) -> tuple[Consumed, ApprovalStatus | None]:
     """The answer to one consume, and the status the request moves to (if any)."""
     if found is None:
@@ -446,10 +492,14 @@ def _consume(
     if _lapsed(found, now) or found.status is ApprovalStatus.EXPIRED:
         moved = ApprovalStatus.EXPIRED if found.status is not ApprovalStatus.EXPIRED else None
         reason = f"approval {approval_id} expired at {found.expires_at}"
-        return Consumed(allowed=False, reason=reason, approval_id=approval_id), moved
+        refused = Consumed(allowed=False, reason=reason, approval_id=approval_id, expired=True)
+        return refused, moved
     if found.status is ApprovalStatus.APPROVED:
         reason = f"approved by {found.decided_by} ({approval_id})"
         return Consumed(allowed=True, reason=reason, approval_id=approval_id), ApprovalStatus.USED
+    if found.status is ApprovalStatus.USED and resumed:
+        reason = f"approved by {found.decided_by} ({approval_id}); spent before a restart"
+        return Consumed(allowed=True, reason=reason, approval_id=approval_id), None
     why = {
         ApprovalStatus.PENDING: "is still waiting for a person",
         ApprovalStatus.DENIED: f"was denied by {found.decided_by}",
@@ -461,9 +511,19 @@ def _consume(
 
 
 class _Audited:
-    """The audit entries both implementations write."""
+    """The audit entries both implementations write, and the role rule they share."""
 
     _audit: AuditLog
+
+    async def get(self, approval_id: str) -> ApprovalRequest | None:
+        raise NotImplementedError
+
+    async def _required_role(self, approval_id: str, required_role: str | None) -> str | None:
+        """The role a decider needs: the one asked for, else the one kept with the request."""
+        if required_role is not None:
+            return required_role
+        found = await self.get(approval_id)
+        return None if found is None else found.approver_role
 
     async def _requested(self, made: ApprovalRequest, arguments: Mapping[str, Any]) -> None:
         why = "; ".join(made.reasons) or "no reason given"
@@ -591,6 +651,7 @@ class _MemoryApprovals(_Audited):
         *,
         ttl: timedelta,
         reasons: Sequence[str] = (),
+        approver_role: str | None = None,
     ) -> ApprovalRequest:
         seconds = _check_request(run_id, step, tool, ttl)
         args_hash = hash_arguments(arguments)
@@ -603,7 +664,7 @@ class _MemoryApprovals(_Audited):
                 return _seen(found, now)
             if found is not None:
                 del table.by_id[found.approval_id]
-            made = _new_request(run_id, step, tool, args_hash, reasons, now, seconds)
+            made = _new_request(run_id, step, tool, args_hash, reasons, now, seconds, approver_role)
             table.by_id[made.approval_id] = made
             table.by_step[(run_id, step)] = made.approval_id
         await self._requested(made, arguments)
@@ -631,6 +692,7 @@ class _MemoryApprovals(_Audited):
         required_role: str | None = None,
         comment: str | None = None,
     ) -> ApprovalRequest:
+        required_role = await self._required_role(approval_id, required_role)
         if not _check_decider(approver, roles, required_role):
             assert required_role is not None
             await self._role_refused(approval_id, approver, required_role)
@@ -643,8 +705,20 @@ class _MemoryApprovals(_Audited):
                 self._table.by_id[approval_id] = outcome.request
         return await self._decided(outcome, approver)
 
+    async def of_run(self, run_id: str) -> list[ApprovalRequest]:
+        now = self._now()
+        with self._table.lock:
+            found = [r for r in self._table.by_id.values() if r.run_id == run_id]
+        return sorted((_seen(r, now) for r in found), key=lambda r: r.step)
+
     async def consume(
-        self, run_id: str, step: int, tool: str, arguments: Mapping[str, Any]
+        self,
+        run_id: str,
+        step: int,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        resumed: bool = False,
     ) -> Consumed:
         args_hash = hash_arguments(arguments)
         now = self._now()
@@ -652,7 +726,7 @@ class _MemoryApprovals(_Audited):
         with table.lock:
             known = table.by_step.get((run_id, step))
             found = None if known is None else table.by_id[known]
-            answer, moved = _consume(found, step, tool, args_hash, now)
+            answer, moved = _consume(found, step, tool, args_hash, now, resumed)
             if found is not None and moved is not None:
                 table.by_id[found.approval_id] = replace(found, status=moved)
         return await self._consumed(answer, moved, found, run_id, step, tool, arguments)
@@ -662,7 +736,7 @@ class _MemoryApprovals(_Audited):
 
 _COLUMNS = (
     "approval_id, run_id, step, tool, args_hash, reasons, requested_at, expires_at, status, "
-    "decided_by, decided_at, comment"
+    "decided_by, decided_at, comment, approver_role"
 )
 
 
@@ -680,6 +754,7 @@ def _from_sql(row: Sequence[Any]) -> ApprovalRequest:
         decided_by,
         decided_at,
         comment,
+        approver_role,
     ) = row
     return ApprovalRequest(
         approval_id=approval_id,
@@ -694,6 +769,7 @@ def _from_sql(row: Sequence[Any]) -> ApprovalRequest:
         decided_by=decided_by,
         decided_at=None if decided_at is None else _at(decided_at),
         comment=comment,
+        approver_role=approver_role,
     )
 
 
@@ -737,6 +813,7 @@ class _SqliteApprovals(_Audited):
         *,
         ttl: timedelta,
         reasons: Sequence[str] = (),
+        approver_role: str | None = None,
     ) -> ApprovalRequest:
         seconds = _check_request(run_id, step, tool, ttl)
         args_hash = hash_arguments(arguments)
@@ -748,10 +825,10 @@ class _SqliteApprovals(_Audited):
                 return _seen(found, now), False
             if found is not None:
                 conn.execute("DELETE FROM approvals WHERE approval_id = ?", (found.approval_id,))
-            made = _new_request(run_id, step, tool, args_hash, reasons, now, seconds)
+            made = _new_request(run_id, step, tool, args_hash, reasons, now, seconds, approver_role)
             conn.execute(
                 f"INSERT INTO approvals ({_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)",
                 (
                     made.approval_id,
                     run_id,
@@ -762,6 +839,7 @@ class _SqliteApprovals(_Audited):
                     now,
                     now + seconds,
                     made.status.value,
+                    approver_role,
                 ),
             )
             # Read back, so the datetimes match what later reads give.
@@ -800,6 +878,7 @@ class _SqliteApprovals(_Audited):
         required_role: str | None = None,
         comment: str | None = None,
     ) -> ApprovalRequest:
+        required_role = await self._required_role(approval_id, required_role)
         if not _check_decider(approver, roles, required_role):
             assert required_role is not None
             await self._role_refused(approval_id, approver, required_role)
@@ -816,8 +895,20 @@ class _SqliteApprovals(_Audited):
 
         return await self._decided(await self._store.write(work), approver)
 
+    async def of_run(self, run_id: str) -> list[ApprovalRequest]:
+        rows = self._store.query(
+            f"SELECT {_COLUMNS}, {_NOW} FROM approvals WHERE run_id = ? ORDER BY step", run_id
+        )
+        return [_seen(_from_sql(row[:-1]), float(row[-1])) for row in rows]
+
     async def consume(
-        self, run_id: str, step: int, tool: str, arguments: Mapping[str, Any]
+        self,
+        run_id: str,
+        step: int,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        resumed: bool = False,
     ) -> Consumed:
         args_hash = hash_arguments(arguments)
 
@@ -825,7 +916,7 @@ class _SqliteApprovals(_Audited):
             conn: sqlite3.Connection, now: float
         ) -> tuple[Consumed, ApprovalStatus | None, ApprovalRequest | None]:
             found = _select(conn, "run_id = ? AND step = ?", run_id, step)
-            answer, moved = _consume(found, step, tool, args_hash, now)
+            answer, moved = _consume(found, step, tool, args_hash, now, resumed)
             if found is not None and moved is not None:
                 _store_status(conn, replace(found, status=moved))
             return answer, moved, found

@@ -1,7 +1,8 @@
 """One response's tool calls: validate each, answer repeats, run the rest concurrently.
 
 Every call gets exactly one :class:`CallRecord`, in the order the model sent them, so
-the history never holds a call without a result. How a validated call is executed
+the history never holds a call without a result (a call waiting for a person's approval
+gets its result when the run continues). How a validated call is executed
 (live, from the journal, or not at all when it is in doubt) is the caller's business,
 through :class:`CallHooks`.
 """
@@ -32,6 +33,8 @@ class CallRecord:
     repeated: bool = False
     in_doubt: bool = False
     """The call may have run and its outcome is unknown; a person must decide."""
+    waiting: bool = False
+    """The call waits for a person's approval: no call of its batch runs yet."""
     digest: str | None = None
     idempotency_key: str | None = None
 
@@ -43,6 +46,14 @@ class CallRecord:
 
 class CallHooks(Protocol):
     """What the run does around the execution of validated calls."""
+
+    async def admit(self, record: CallRecord, checked: Validated) -> None:
+        """Decide whether ``checked`` may run (called for each call, before any intent).
+
+        Leave ``record`` as it is to let the call run, give it its outcome to refuse it,
+        or mark it ``waiting`` for a person.
+        """
+        ...
 
     async def intend(self, record: CallRecord, checked: Validated) -> None:
         """Record the intent to run ``checked`` (called for each call, before any runs)."""
@@ -96,6 +107,12 @@ async def run_calls(
         pending.append((record, checked))
 
     for record, checked in pending:
+        await hooks.admit(record, checked)
+    if any(record.waiting for record, _ in pending):
+        pending = []  # the whole batch waits for people: nothing runs before they answer
+    else:
+        pending = [(record, checked) for record, checked in pending if not record.finished]
+    for record, checked in pending:
         await hooks.intend(record, checked)
     if pending:
         await hooks.intents_recorded()
@@ -110,6 +127,8 @@ async def run_calls(
 async def _execute_all(
     pending: Sequence[tuple[CallRecord, Validated]], hooks: CallHooks, limits: RunLimits
 ) -> None:
+    if not pending:
+        return
     if len(pending) == 1:
         await hooks.execute(*pending[0])
         return
@@ -123,13 +142,13 @@ async def _execute_all(
 
 
 def settle_repeats(records: Sequence[CallRecord]) -> None:
-    """Give each repeat inside a batch the outcome of its original, once that finished.
+    """Give each repeat in a batch its original's outcome, once that finished (or was refused).
 
     Safe to call on a batch cut short: repeats of unfinished originals stay unfinished.
     """
-    executed = {r.digest: r for r in records if r.executed and not r.repeated}
+    originals = {r.digest: r for r in records if r.finished and not r.repeated}
     for record in records:
-        original = executed.get(record.digest)
+        original = originals.get(record.digest)
         if record.repeated and not record.finished and original is not None:
             record.outcome = _repeat_outcome(original.outcome, original.step)
 

@@ -9,21 +9,39 @@ committed before the function runs. When a resumed run reaches a call:
   ``at_most_once`` is marked *in doubt* (never run again automatically) unless a person
   already decided (``ReviewDecided``: retry, skip or a recorded result).
 
-With :attr:`DurableCalls.permissions` set, each new call is checked with the run's user
-before its intent is recorded: a denied call gets no intent, is never executed, and is
-answered with a ``permission_denied`` error result. A call the journal answered without
-an intent (a recorded denial) is answered from the journal again and never re-checked.
+Before any intent, each new call is admitted (:meth:`DurableCalls.admit`):
+
+- with :attr:`DurableCalls.permissions` set, it is checked with the run's user; a denied
+  call gets no intent, never runs, and is answered with a ``permission_denied`` error;
+- with an :attr:`DurableCalls.approval_policy` that asks for it, a person must approve
+  it first: the request is stored and journaled (``ApprovalRequested``) and the call is
+  marked waiting, so its whole batch waits and the run pauses in ``waiting_approval``.
+  When the run continues after the answer (``ApprovalDecided``), an approval is spent
+  (single use, bound to the exact arguments) just before the intent; a denial or an
+  expiry is answered with ``approval_denied`` / ``approval_expired`` and never runs.
+
+A call the journal answered without an intent (a recorded refusal) is answered from the
+journal again and never re-checked; a call with a recorded intent was admitted before.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic_core import to_jsonable_python
 
 from tether.clock import Clock
-from tether.events import CheckpointTaken, ReviewDecided, ToolCallFinished, ToolCallStarted
+from tether.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    CheckpointTaken,
+    ReviewDecided,
+    ToolCallFinished,
+    ToolCallStarted,
+)
 from tether.failpoints import failpoint
+from tether.governance.approvals import ApprovalPolicy, ApprovalRequest, Approvals, ApprovalStatus
 from tether.governance.permissions import Permissions
 from tether.ids import idempotency_key
 from tether.run.calls import CallRecord
@@ -32,7 +50,7 @@ from tether.run.state import RunState
 from tether.settings import RunLimits
 from tether.tools import Effect, Risk, RunContext, ToolOutcome, Validated, error_result, execute
 
-__all__ = ["DurableCalls"]
+__all__ = ["DurableCalls", "approval_decided", "unknown_outcome"]
 
 
 class DurableCalls:
@@ -46,9 +64,17 @@ class DurableCalls:
         limits: RunLimits,
         clock: Clock,
         permissions: Permissions | None = None,
+        approval_policy: ApprovalPolicy | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.permissions = permissions
         """Who may call which tool; ``None`` (default): every validated call may run."""
+        self.approval_policy = approval_policy
+        """Which calls wait for a person; ``None`` (default): none."""
+        self.approvals = approvals
+        """Where approval requests are kept (required with an :attr:`approval_policy`)."""
+        self.waiting_for: list[str] = []
+        """Approval ids the current batch waits for (the loop clears it per batch)."""
         self.journal = journal
         self.state = state
         self.limits = limits
@@ -57,16 +83,33 @@ class DurableCalls:
         self.in_flight: dict[str, int] = {}
         """Call id -> step of calls whose intent is recorded and result is not."""
 
-    async def intend(self, record: CallRecord, checked: Validated) -> None:
-        """Queue the intent of ``checked`` (with its idempotency key and effect).
+    async def admit(self, record: CallRecord, checked: Validated) -> None:
+        """Decide whether ``checked`` may run: permissions first, then approval.
 
-        A call that is refused (now, or in the journal) gets its outcome and no intent.
+        A refused call (now, or in the journal) gets its outcome and will get no intent; a
+        call that needs an answer from a person is marked ``waiting``.
         """
-        replay = self.journal.replay
-        if record.step in replay.results and record.step not in replay.intents:
-            return  # answered without running (a recorded denial): execute reads the journal
+        replay, step = self.journal.replay, record.step
+        asked = replay.approval_requests.get(step)
+        decided = replay.approval_decisions.get(step)
+        replay.consume(*(e for e in (asked, decided) if e is not None))
+        if step in replay.intents:
+            return  # admitted before its intent was recorded
+        result = replay.results.get(step)
+        if result is not None:  # refused before: answer it the same way, check nothing
+            replay.consume(result)
+            record.outcome = ToolOutcome(
+                content=result.content, is_error=result.is_error, error_class=result.error_class
+            )
+            record.executed = result.executed
+            return
         if self.permissions is not None and not await self._permitted(record, checked):
             return
+        if self.approval_policy is not None:
+            await self._approve(record, checked, asked, decided)
+
+    async def intend(self, record: CallRecord, checked: Validated) -> None:
+        """Queue the intent of ``checked`` (with its idempotency key and effect)."""
         failpoint("before_intent")
         self.in_flight[record.call.id] = record.step
         record.idempotency_key = idempotency_key(self.state.run_id, checked.digest)
@@ -106,8 +149,6 @@ class DurableCalls:
 
     async def execute(self, record: CallRecord, checked: Validated) -> None:
         """Fill ``record`` from the journal, a review decision, or a live call."""
-        if record.finished:
-            return  # refused before its intent was recorded
         replay, step = self.journal.replay, record.step
         decision = replay.decisions.get(step)
         if decision is not None:
@@ -157,12 +198,70 @@ class DurableCalls:
             "Permissions are granted by people only; try another way or explain why "
             "you cannot do it."
         )
-        content = error_result("permission_denied", message, tool=checked.tool.name)
-        record.outcome = ToolOutcome(
-            content=content, is_error=True, error_class="permission_denied"
-        )
-        record.executed = False
+        _refuse(record, "permission_denied", message)
         return False
+
+    async def _approve(
+        self,
+        record: CallRecord,
+        checked: Validated,
+        asked: ApprovalRequested | None,
+        decided: ApprovalDecided | None,
+    ) -> None:
+        """Ask a person, wait for them, or spend their answer (see the module docstring)."""
+        policy, store = self.approval_policy, self.approvals
+        assert policy is not None and store is not None
+        tool, arguments = checked.tool, checked.arguments
+        if asked is None and not policy.decide(tool, arguments).ask:
+            return
+        replay, state = self.journal.replay, self.state
+        if decided is None:
+            if asked is not None:  # continued before anyone answered: wait on
+                record.waiting = True
+                self.waiting_for.append(asked.approval_id)
+                return
+            replay.forbid_live(f"ask for approval of {tool.name!r} at step {record.step}")
+            verdict = policy.decide(tool, arguments)
+            made = await store.request(
+                state.run_id,
+                record.step,
+                tool.name,
+                arguments,
+                ttl=policy.ttl,
+                reasons=verdict.reasons,
+                approver_role=policy.approver_role,
+            )
+            self.journal.emit(_requested(made, record))
+            if made.status is ApprovalStatus.PENDING:
+                record.waiting = True
+                self.waiting_for.append(made.approval_id)
+                return
+            # Answered before its request was journaled (a crash came in between).
+            decided = approval_decided(made, record.call.id, self.now())
+            self.journal.emit(decided)
+        if decided.outcome == "approved":
+            replay.forbid_live(f"spend the approval of {tool.name!r} at step {record.step}")
+            spent = await store.consume(
+                state.run_id, record.step, tool.name, arguments, resumed=True
+            )
+            if not spent.allowed:
+                error_class = "approval_expired" if spent.expired else "approval_invalid"
+                _refuse(record, error_class, f"this call was not run: {spent.reason}")
+            return
+        who = decided.decided_by or "a person"
+        if decided.outcome == "expired":
+            message = (
+                f"nobody approved this call before its approval request "
+                f"{decided.approval_id} expired, so it was not run"
+            )
+            _refuse(record, "approval_expired", message)
+            return
+        comment = f": {decided.comment}" if decided.comment else ""
+        message = (
+            f"{who} denied this call{comment}. It was not run. Do not make it again; "
+            "choose another way, or tell the user it was refused."
+        )
+        _refuse(record, "approval_denied", message)
 
     async def _run_live(self, record: CallRecord, checked: Validated) -> None:
         self.journal.replay.forbid_live(f"run tool {checked.tool.name!r} at step {record.step}")
@@ -199,6 +298,53 @@ class DurableCalls:
                 namespace, key, record.outcome.content, ttl=dedupe.ttl, source=self.state.run_id
             )
         failpoint("after_call_before_result")
+
+
+def _refuse(record: CallRecord, error_class: str, message: str) -> None:
+    """Answer a call that will not run with an error the model sees."""
+    content = error_result(error_class, message, tool=record.call.name)
+    record.outcome = ToolOutcome(content=content, is_error=True, error_class=error_class)
+    record.executed = False
+
+
+def _requested(made: ApprovalRequest, record: CallRecord) -> ApprovalRequested:
+    return ApprovalRequested(
+        run_id=made.run_id,
+        step=made.step,
+        call_id=record.call.id,
+        tool=made.tool,
+        approval_id=made.approval_id,
+        reasons=made.reasons,
+        expires_at=made.expires_at,
+        at=made.requested_at,
+    )
+
+
+def approval_decided(request: ApprovalRequest, call_id: str, at: datetime) -> ApprovalDecided:
+    """The journal entry of a request a person answered (or that expired).
+
+    A request already ``used`` was approved (it was spent by a call that crashed before
+    its intent was recorded). Raises ``ValueError`` for a request still pending.
+    """
+    outcomes: dict[ApprovalStatus, Literal["approved", "denied", "expired"]] = {
+        ApprovalStatus.APPROVED: "approved",
+        ApprovalStatus.USED: "approved",
+        ApprovalStatus.DENIED: "denied",
+        ApprovalStatus.EXPIRED: "expired",
+    }
+    outcome = outcomes.get(request.status)
+    if outcome is None:
+        raise ValueError(f"approval {request.approval_id} is still {request.status.value}")
+    return ApprovalDecided(
+        run_id=request.run_id,
+        step=request.step,
+        call_id=call_id,
+        approval_id=request.approval_id,
+        outcome=outcome,
+        decided_by=request.decided_by,
+        comment=request.comment,
+        at=at,
+    )
 
 
 def _apply_decision(record: CallRecord, decision: ReviewDecided) -> None:

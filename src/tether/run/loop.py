@@ -28,7 +28,7 @@ from typing import Any, Generic, Literal, Protocol, runtime_checkable
 from pydantic import TypeAdapter, ValidationError
 
 from tether.clock import Clock
-from tether.errors import ModelError, ReplayDivergedError, TetherError
+from tether.errors import ConfigurationError, ModelError, ReplayDivergedError, TetherError
 from tether.events import (
     LimitHit,
     ModelFailed,
@@ -39,6 +39,7 @@ from tether.events import (
     ToolCallInDoubt,
 )
 from tether.failpoints import failpoint
+from tether.governance.approvals import ApprovalPolicy, Approvals
 from tether.governance.budgets import Budgets, Denied
 from tether.messages import (
     AssistantMessage,
@@ -110,6 +111,11 @@ class AgentSpec(Protocol[OutputT]):
         """Validator of the final output, or ``None`` for plain text."""
         ...
 
+    @property
+    def approvals(self) -> ApprovalPolicy | None:
+        """Which tool calls wait for a person's approval, or ``None`` for none."""
+        ...
+
 
 InDoubt = Literal["wait", "end"]
 """What a run does when an ``at_most_once`` call is in doubt after a crash.
@@ -152,6 +158,11 @@ class Run(Generic[OutputT]):
         budgets: Money budgets that reserve each live model call's worst case before it
             starts and settle its cost after; a refusal ends the run ``budget_exceeded``.
             Default: none (no work per call).
+        approvals: Where approval requests are kept; required when the agent has an
+            approval policy. Default none.
+
+    Raises:
+        ConfigurationError: The agent has an approval policy and ``approvals`` is ``None``.
     """
 
     def __init__(
@@ -163,8 +174,15 @@ class Run(Generic[OutputT]):
         should_stop: Callable[[], bool] | None = None,
         in_doubt: InDoubt = "wait",
         budgets: Budgets | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         started = journal.replay.started
+        policy = agent.approvals
+        if policy is not None and approvals is None:
+            raise ConfigurationError(
+                f"agent {agent.name!r} asks people to approve calls, but its store "
+                f"{type(journal.store).__name__} keeps no approval requests"
+            )
         self.budgets = budgets
         self.in_doubt = in_doubt
         self.agent = agent
@@ -181,7 +199,12 @@ class Run(Generic[OutputT]):
             run_id=started.run_id, agent=started.agent, user=started.user, started_at=started.at
         )
         self.calls = DurableCalls(
-            journal=journal, state=self.state, limits=self.limits, clock=clock
+            journal=journal,
+            state=self.state,
+            limits=self.limits,
+            clock=clock,
+            approval_policy=policy,
+            approvals=approvals,
         )
         self._batch: list[CallRecord] = []
         """Records of the batch being executed, until they are all recorded."""
@@ -301,6 +324,7 @@ class Run(Generic[OutputT]):
             self._answer_unexecuted(calls, breach.message)
             return _limit_ending(breach)
         records = self._batch = []
+        self.calls.waiting_for.clear()
         await run_calls(
             calls,
             tools=self.tools,
@@ -316,6 +340,8 @@ class Run(Generic[OutputT]):
         self._batch = []
         if doubted:
             return self._pause_in_doubt(doubted)
+        if self.calls.waiting_for:
+            return self._pause_for_approval(self.calls.waiting_for)
         return self._loop_ending(records) or self._error_ending()
 
     async def accept_final(self, response: ModelResponse) -> _Ending | None:
@@ -509,6 +535,14 @@ class Run(Generic[OutputT]):
             return _failure(RunStatus.NEEDS_REVIEW, "in_doubt", f"{message}; check them by hand")
         message += f"; review them with `tether review {self.state.run_id}`"
         return _failure(RunStatus.NEEDS_REVIEW, "in_doubt", message, paused=True)
+
+    def _pause_for_approval(self, approval_ids: Sequence[str]) -> _Ending:
+        ids = ", ".join(approval_ids)
+        message = (
+            f"waiting for a person to approve {len(approval_ids)} call(s): {ids}; "
+            f"`tether approve ID` or `tether deny ID --reason TEXT`"
+        )
+        return _failure(RunStatus.WAITING_APPROVAL, "approval_required", message, paused=True)
 
     def _answer_unknown(self, step: int, call_id: str, tool: str, error_class: str) -> None:
         """Journal a result saying a started call's outcome is unknown (no orphan call)."""

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from tether.errors import ReplayDivergedError
 from tether.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     CheckpointTaken,
     Event,
     LimitHit,
@@ -45,6 +47,8 @@ class Replay:
         self.results: dict[int, ToolCallFinished] = {}
         self.in_doubt: dict[int, ToolCallInDoubt] = {}
         self.decisions: dict[int, ReviewDecided] = {}
+        self.approval_requests: dict[int, ApprovalRequested] = {}
+        self.approval_decisions: dict[int, ApprovalDecided] = {}
         self.finished: RunFinished | None = None
         self._keys: set[tuple[str, int | str]] = set()
         for event in journal[1:]:
@@ -118,6 +122,10 @@ class Replay:
                 self.in_doubt[event.step] = event
             case ReviewDecided():
                 self.decisions[event.step] = event
+            case ApprovalRequested():
+                self.approval_requests[event.step] = event
+            case ApprovalDecided():
+                self.approval_decisions[event.step] = event
             case RunFinished():
                 self.finished = event
             case _:
@@ -140,5 +148,7 @@ def _key(event: Event) -> tuple[str, int | str] | None:
             | ToolCallFinished()
             | ToolCallInDoubt()
             | ReviewDecided()
+            | ApprovalRequested()
+            | ApprovalDecided()
         ):
             return (event.kind, event.step)

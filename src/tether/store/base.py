@@ -23,7 +23,9 @@ from tether.status import RunStatus
 
 __all__ = ["CLAIMABLE_BY_ID", "Lease", "Remembered", "RunRecord", "Store"]
 
-CLAIMABLE_BY_ID = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.NEEDS_REVIEW})
+CLAIMABLE_BY_ID = frozenset(
+    {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.NEEDS_REVIEW, RunStatus.WAITING_APPROVAL}
+)
 """Statuses in which a run can be claimed by id (``running`` only once its lease expired)."""
 
 
