@@ -17,7 +17,6 @@ from tether.events import (
     ModelResponded,
     ResponseRejected,
     ReviewDecided,
-    RunFinished,
     ToolCallFinished,
     ToolCallInDoubt,
 )
@@ -115,6 +114,12 @@ def _line(event: Event) -> str | None:
             return f"[dim]{step:>4}[/] tool    [yellow]? {escape(tool)} in doubt[/] (needs review)"
         case ReviewDecided(step=step, decision=decision, reviewer=reviewer):
             return f"[dim]{step:>4}[/] review  {decision} by {escape(reviewer or 'unknown')}"
+        case _:
+            return _approval_line(event)
+
+
+def _approval_line(event: Event) -> str | None:
+    match event:
         case ApprovalRequested(step=step, tool=tool, approval_id=approval_id, reasons=reasons):
             why = escape(_preview("; ".join(reasons)))
             return (
@@ -125,8 +130,6 @@ def _line(event: Event) -> str | None:
             colour = "green" if outcome == "approved" else "red"
             who = f" by {escape(decided_by)}" if decided_by else ""
             return f"[dim]{step:>4}[/] approve [{colour}]{outcome}[/]{who}"
-        case RunFinished():
-            return None
         case _:
             return None
 
