@@ -569,7 +569,16 @@ class Tether:
     def _started(
         self, agent: AgentSpec[Any], task: str, user: str | None, agent_ref: str | None
     ) -> RunStarted:
-        """The first event of a new run."""
+        """The first event of a new run.
+
+        Raises:
+            ConfigurationError: The agent asks for approvals the store cannot keep.
+        """
+        if getattr(agent, "approvals", None) is not None and self.approvals is None:
+            raise ConfigurationError(
+                f"agent {agent.name!r} asks people to approve calls, but "
+                f"{type(self.store).__name__} keeps no approval requests"
+            )
         return RunStarted(
             run_id=new_run_id(),
             agent=agent.name,

@@ -680,7 +680,7 @@ class _MemoryApprovals(_Audited):
         with self._table.lock:
             found = list(self._table.by_id.values())
         waiting = [r for r in found if r.status is ApprovalStatus.PENDING and not _lapsed(r, now)]
-        return sorted(waiting, key=lambda r: r.requested_at)
+        return sorted(waiting, key=lambda r: (r.requested_at, r.run_id, r.step))
 
     async def decide(
         self,
@@ -863,7 +863,7 @@ class _SqliteApprovals(_Audited):
     async def pending(self) -> list[ApprovalRequest]:
         rows = self._store.query(
             f"SELECT {_COLUMNS} FROM approvals WHERE status = ? AND expires_at > {_NOW} "
-            "ORDER BY requested_at, approval_id",
+            "ORDER BY requested_at, run_id, step",
             ApprovalStatus.PENDING.value,
         )
         return [_from_sql(row) for row in rows]

@@ -664,7 +664,8 @@ class Run(Generic[OutputT]):
         ).strip()
 
     def _elapsed_s(self) -> float:
-        return (self.clock.now() - self.state.started_at).total_seconds()
+        """Seconds the run has been running, not counting its waits for people."""
+        return (self.clock.now() - self.state.started_at).total_seconds() - self.replay.paused_s
 
     def _remaining_s(self) -> float | None:
         if self.limits.max_duration is None:

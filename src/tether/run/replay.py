@@ -54,6 +54,9 @@ class Replay:
         for event in journal[1:]:
             self._index(event)
         self._unmatched = set(self._keys)
+        self.paused_s = _paused_s(self)
+        """Seconds the run spent waiting for people (approvals, reviews), overlaps merged;
+        they do not count towards ``max_duration``."""
 
     @property
     def replaying(self) -> bool:
@@ -152,3 +155,24 @@ def _key(event: Event) -> tuple[str, int | str] | None:
             | ApprovalDecided()
         ):
             return (event.kind, event.step)
+
+
+def _paused_s(replay: Replay) -> float:
+    """Total length of the recorded waits for people: request to answer, merged."""
+    spans = [
+        (asked.at, answer.at)
+        for waits, answers in (
+            (replay.approval_requests, replay.approval_decisions),
+            (replay.in_doubt, replay.decisions),
+        )
+        for step, asked in waits.items()
+        if (answer := answers.get(step)) is not None and answer.at > asked.at
+    ]
+    total, reach = 0.0, None
+    for start, end in sorted(spans):
+        if reach is not None and start < reach:
+            start = reach
+        if end > start:
+            total += (end - start).total_seconds()
+            reach = end if reach is None or end > reach else reach
+    return total
