@@ -409,6 +409,8 @@ class Tether:
                 )
         decided = [approval_decided(r, calls[r.step], now) for r in waiting]
         await self.store.append(decided, lease, release=True)
+        for event in decided:
+            self._announce(event, ())
         return True
 
     async def wake_expired(self) -> int:

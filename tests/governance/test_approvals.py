@@ -103,6 +103,18 @@ def test_thresholds_ask_only_over_the_limit(amount: Any, ask: bool) -> None:
     assert not policy.decide(update, {"name": "x"}).ask  # missing: nothing to compare
 
 
+def test_named_tools_always_ask() -> None:
+    policy = ApprovalPolicy(ask_for_risks=frozenset(), ask_for_tools=frozenset({"update"}))
+    assert policy.decide(update, {"name": "x"}) == Verdict(
+        ask=True, reasons=("tool 'update' always needs approval",)
+    )
+    assert not policy.decide(pay, PAY).ask  # risk alone no longer asks
+    with pytest.raises(ConfigurationError):
+        ApprovalPolicy(ask_for_tools="update")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        ApprovalPolicy(ask_for_tools=frozenset({""}))
+
+
 def test_keywords_match_any_string_case_insensitively() -> None:
     policy = ApprovalPolicy(ask_for_risks=frozenset(), keywords=("delete", "wire"))
     assert not policy.decide(lookup, {"query": "read the report"}).ask

@@ -20,7 +20,7 @@ from tether.events import ApprovalRequested, ModelResponded
 from tether.governance.approvals import ApprovalRequest
 from tether.runtime import Tether
 
-__all__ = ["register"]
+__all__ = ["call_arguments", "register"]
 
 ApprovalArgument = Annotated[str, typer.Argument(help="The request (see `tether approvals`).")]
 ApproverOption = Annotated[
@@ -48,7 +48,7 @@ def list_approvals(as_json: JsonOption = False, store: StoreOption = None) -> No
 
     async def act(runtime: Tether) -> list[tuple[ApprovalRequest, str | None]]:
         waiting = await runtime.pending_approvals()
-        return [(r, await _arguments(runtime, r)) for r in waiting]
+        return [(r, await call_arguments(runtime, r)) for r in waiting]
 
     waiting = execute(store, act)
     if as_json:
@@ -69,7 +69,7 @@ def list_approvals(as_json: JsonOption = False, store: StoreOption = None) -> No
         )
 
 
-async def _arguments(runtime: Tether, request: ApprovalRequest) -> str | None:
+async def call_arguments(runtime: Tether, request: ApprovalRequest) -> str | None:
     """The arguments of a waiting call as the model sent them (JSON), from its journal."""
     events = await runtime.store.events(request.run_id)
     asked = next(

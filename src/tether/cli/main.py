@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tether import __version__
-from tether.cli import approvals, inspect
+from tether.cli import approvals, demo, inspect
 from tether.cli.audit import app as audit_app
 from tether.cli.common import (
     EXIT_CODES,
@@ -50,6 +50,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+demo.register(app)
 inspect.register(app)
 approvals.register(app)
 app.add_typer(audit_app, name="audit")

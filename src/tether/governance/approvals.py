@@ -78,6 +78,8 @@ class ApprovalPolicy:
 
     ask_for_risks: frozenset[Risk] = frozenset({Risk.EXTERNAL, Risk.IRREVERSIBLE})
     """Tools of these risks always ask."""
+    ask_for_tools: frozenset[str] = frozenset()
+    """Tools, by name, that always ask (whatever their risk). Default none."""
     thresholds: Mapping[str, float] = field(default_factory=dict)
     """Ask when the numeric argument of that name is over the threshold (equal is fine).
     An argument of that name that is not a number also asks (it cannot be judged)."""
@@ -107,6 +109,10 @@ class ApprovalPolicy:
                     f"the threshold of {name!r} must be a finite number, not {limit!r}"
                 )
             thresholds[name] = limit
+        if isinstance(self.ask_for_tools, str):
+            raise ConfigurationError("ask_for_tools is a set of tool names, not one string")
+        if not all(isinstance(name, str) and name for name in self.ask_for_tools):
+            raise ConfigurationError(f"ask_for_tools must hold tool names: {self.ask_for_tools!r}")
         if isinstance(self.keywords, str):
             raise ConfigurationError("keywords is a tuple of strings, not one string")
         for keyword in self.keywords:
@@ -118,6 +124,7 @@ class ApprovalPolicy:
         if self.approver_role is not None and not self.approver_role.strip():
             raise ConfigurationError("approver_role must be a non-empty role name or None")
         object.__setattr__(self, "ask_for_risks", frozenset(risks))
+        object.__setattr__(self, "ask_for_tools", frozenset(self.ask_for_tools))
         object.__setattr__(self, "thresholds", thresholds)
         object.__setattr__(self, "keywords", tuple(self.keywords))
 
@@ -136,7 +143,9 @@ class ApprovalPolicy:
         """
         _check_confidence("confidence", confidence)
         reasons: list[str] = []
-        if tool.risk in self.ask_for_risks:
+        if tool.name in self.ask_for_tools:
+            reasons.append(f"tool {tool.name!r} always needs approval")
+        elif tool.risk in self.ask_for_risks:
             reasons.append(f"tool {tool.name!r} has risk {tool.risk.value}")
         for name, limit in sorted(self.thresholds.items()):
             if name not in arguments:
