@@ -42,7 +42,7 @@ BUDGET_USD = Decimal("0.05")
 
 INSTRUCTIONS = (
     "You are an operations assistant for a folder of files. To delete a file, call "
-    "delete_file once with its path. When a tool result says \"deleted\", the work is "
+    'delete_file once with its path. When a tool result says "deleted", the work is '
     "done: reply to the user in one short sentence and call no more tools. If a call was "
     "denied, do not try it again: tell the user."
 )
