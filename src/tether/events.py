@@ -19,6 +19,8 @@ from tether.status import RunStatus
 __all__ = [
     "ApprovalDecided",
     "ApprovalRequested",
+    "BudgetExhausted",
+    "BudgetRaised",
     "CheckpointTaken",
     "Event",
     "LimitHit",
@@ -227,6 +229,37 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetExhausted:
+    """A budget refused the next model call; the run waits for a person to raise it.
+
+    Written only with ``Tether(budget_exhausted="wait")``; otherwise the run ends
+    ``budget_exceeded``. ``attempt`` counts the waits at this step (from 1).
+    """
+
+    run_id: str
+    step: int
+    attempt: int
+    budget: str
+    """The key of the window that refused, such as ``user:ana:day``."""
+    message: str
+    at: datetime
+    kind: Literal["budget_exhausted"] = "budget_exhausted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetRaised:
+    """A person raised the budget a run waited on; the run continues."""
+
+    run_id: str
+    step: int
+    attempt: int
+    budget: str
+    raised_by: str | None
+    at: datetime
+    kind: Literal["budget_raised"] = "budget_raised"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitHit:
     """A :class:`~tether.settings.RunLimits` cap ended the run."""
 
@@ -262,6 +295,8 @@ Event = (
     | ReviewDecided
     | ApprovalRequested
     | ApprovalDecided
+    | BudgetExhausted
+    | BudgetRaised
     | LimitHit
     | RunFinished
 )
@@ -286,8 +321,8 @@ def status_after(event: Event) -> RunStatus | None:
         return event.status
     if isinstance(event, ToolCallInDoubt):
         return RunStatus.NEEDS_REVIEW
-    if isinstance(event, ApprovalRequested):
+    if isinstance(event, ApprovalRequested | BudgetExhausted):
         return RunStatus.WAITING_APPROVAL
-    if isinstance(event, ReviewDecided | ApprovalDecided):
+    if isinstance(event, ReviewDecided | ApprovalDecided | BudgetRaised):
         return RunStatus.RUNNING
     return None

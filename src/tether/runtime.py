@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 from tether.clock import Clock, SystemClock
@@ -29,6 +30,8 @@ from tether.errors import (
 from tether.events import (
     ApprovalDecided,
     ApprovalRequested,
+    BudgetExhausted,
+    BudgetRaised,
     Event,
     ReviewDecided,
     RunFinished,
@@ -48,6 +51,7 @@ from tether.loading import load_agent
 from tether.models import Price
 from tether.run import (
     AgentSpec,
+    BudgetExhaustedAction,
     InDoubt,
     Journal,
     Replay,
@@ -97,6 +101,9 @@ class Tether:
             :mod:`tether.governance.budgets`). Default none.
         prices: Price of each model by its name, for the budgets' worst case. A model
             without one is refused while a budget applies. Default none.
+        budget_exhausted: When a budget refuses a run's next model call, ``"end"``
+            (default) ends the run ``budget_exceeded``; ``"wait"`` pauses it in
+            ``waiting_approval`` until :meth:`raise_budget` (``tether budgets raise``).
         permissions: Tool permissions every validated call of a run is checked against,
             with the run's user, before it runs (see :mod:`tether.governance.permissions`):
             ``True`` for the permissions kept in ``store``, or a
@@ -118,9 +125,15 @@ class Tether:
         budgets: Sequence[Budget] = (),
         prices: Mapping[str, Price] | None = None,
         permissions: Permissions | bool = False,
+        budget_exhausted: BudgetExhaustedAction = "end",
     ) -> None:
         if in_doubt not in ("wait", "end"):
             raise ConfigurationError(f"in_doubt must be 'wait' or 'end', not {in_doubt!r}")
+        if budget_exhausted not in ("wait", "end"):
+            raise ConfigurationError(
+                f"budget_exhausted must be 'end' or 'wait', not {budget_exhausted!r}"
+            )
+        self.budget_exhausted: BudgetExhaustedAction = budget_exhausted
         self.store: Store = store if isinstance(store, Store) else open_store(store)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.subscribers = tuple(subscribers)
@@ -232,6 +245,12 @@ class Tether:
         if record.finished_at is not None:
             return await self._finished_result(record, agent)
         if record.status is RunStatus.WAITING_APPROVAL and not await self.wake(run_id):
+            budget = _budget_waited_on(await self.store.events(run_id))
+            if budget is not None:
+                raise RunStateError(
+                    f"run {run_id} waits for a person to raise budget {budget}: "
+                    f"`tether budgets raise {budget} --by USD`"
+                )
             waiting = ", ".join(r.approval_id for r in await self._waiting_on(run_id))
             raise RunStateError(
                 f"run {run_id} waits for a person to approve {waiting or 'its calls'}: "
@@ -420,6 +439,58 @@ class Tether:
         waiting = await self.store.list_runs(status=RunStatus.WAITING_APPROVAL)
         return sum([await self.wake(record.run_id) for record in waiting])
 
+    async def raise_budget(self, key: str, *, by_usd: Decimal, raised_by: str) -> list[str]:
+        """Raise a budget's current window by ``by_usd``; continue the runs waiting on it.
+
+        Args:
+            key: The window's budget key, as ``tether budgets`` shows it (``user:ana:day``).
+            by_usd: How much to add to the limit of its newest window (positive).
+            raised_by: Who raises it (recorded in the audit log and the runs' journals).
+
+        Returns:
+            The ids of the runs that were waiting on it and are ``pending`` again.
+
+        Raises:
+            ConfigurationError: The store keeps no budgets, the amount is not positive,
+                or no window has this key.
+        """
+        book = self.budgets.book if self.budgets is not None else budget_book(self.store)
+        raised = await book.raise_limit(key, by_usd)
+        await audit_log(self.store, clock=self.clock).record(
+            AuditAction.BUDGET_RAISED,
+            actor=raised_by,
+            subject=key,
+            reason=f"limit raised by ${by_usd} to ${raised.limit_usd}",
+        )
+        waiting = await self.store.list_runs(status=RunStatus.WAITING_APPROVAL)
+        return [
+            r.run_id for r in waiting if await self._continue_after_raise(r.run_id, key, raised_by)
+        ]
+
+    async def _continue_after_raise(self, run_id: str, key: str, raised_by: str) -> bool:
+        """Journal ``BudgetRaised`` for a run waiting on ``key`` and make it pending."""
+        if _budget_waited_on(await self.store.events(run_id)) != key:
+            return False
+        lease = await self.store.claim(self.owner, lease_for=self.lease_for, run_id=run_id)
+        if lease is None:
+            return False
+        events = await self.store.events(run_id)  # judged again under the lease
+        if _budget_waited_on(events) != key:
+            await self.store.release(lease)
+            return False
+        waited = next(e for e in reversed(events) if isinstance(e, BudgetExhausted))
+        raised = BudgetRaised(
+            run_id=run_id,
+            step=waited.step,
+            attempt=waited.attempt,
+            budget=key,
+            raised_by=raised_by,
+            at=self.clock.now(),
+        )
+        await self.store.append([raised], lease, release=True)
+        self._announce(raised, ())
+        return True
+
     async def _decide(
         self, approval_id: str, approve: bool, approver: str, comment: str | None
     ) -> ApprovalRequest:
@@ -511,6 +582,7 @@ class Tether:
             in_doubt=self.in_doubt,
             budgets=self.budgets,
             approvals=self.approvals,
+            budget_exhausted=self.budget_exhausted,
         )
         run.calls.permissions = self.permissions
         try:
@@ -672,6 +744,16 @@ def _answer_orphans(journal: Sequence[Event], reason: str, clock: Clock) -> list
         )
         for intent in orphans
     ]
+
+
+def _budget_waited_on(journal: Sequence[Event]) -> str | None:
+    """The budget key a paused run waits on to be raised, or ``None``."""
+    for event in reversed(journal):
+        if isinstance(event, BudgetRaised):
+            return None
+        if isinstance(event, BudgetExhausted):
+            return event.budget
+    return None
 
 
 def _answered(requests: Sequence[ApprovalRequest]) -> bool:

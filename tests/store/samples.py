@@ -10,6 +10,8 @@ from decimal import Decimal
 from tether.events import (
     ApprovalDecided,
     ApprovalRequested,
+    BudgetExhausted,
+    BudgetRaised,
     CheckpointTaken,
     Event,
     LimitHit,
@@ -159,6 +161,17 @@ def one_of_each(run_id: str) -> list[Event]:
             decided_by="ana",
             comment="not this week \U0001f600",
             at=AT,
+        ),
+        BudgetExhausted(
+            run_id=run_id,
+            step=8,
+            attempt=1,
+            budget="user:ana:day",
+            message="budget user:ana:day refused $0.01: $0 left of $1",
+            at=AT,
+        ),
+        BudgetRaised(
+            run_id=run_id, step=8, attempt=1, budget="user:ana:day", raised_by=None, at=AT
         ),
         LimitHit(run_id=run_id, limit="max_steps", status=RunStatus.MAX_STEPS, at=AT),
         RunFinished(

@@ -143,6 +143,8 @@ def test_layout_is_pinned() -> None:
             "comment",
             "at",
         ),
+        "budget_exhausted": ("step", "attempt", "budget", "message", "at"),
+        "budget_raised": ("step", "attempt", "budget", "raised_by", "at"),
         "limit_hit": ("limit", "status", "at"),
         "run_finished": ("status", "output", "error_class", "error_message", "at"),
     }

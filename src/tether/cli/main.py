@@ -291,12 +291,21 @@ def worker(
     )
 
 
-@app.command()
-def budgets(as_json: JsonOption = False, store: StoreOption = None) -> None:
+budgets_app = typer.Typer(
+    help="Show budget windows (spent, reserved, left) and raise them.",
+    invoke_without_command=True,
+)
+app.add_typer(budgets_app, name="budgets")
+
+
+@budgets_app.callback()
+def budgets(ctx: typer.Context, as_json: JsonOption = False, store: StoreOption = None) -> None:
     """Show each budget window: its limit, and what is spent, reserved and left (USD).
 
     Reservations of runs whose lease lapsed (crashed workers) are released first.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from tether.governance.budgets import budget_book
 
     async def act(runtime: Tether) -> list[dict[str, Any]]:
@@ -316,6 +325,35 @@ def budgets(as_json: JsonOption = False, store: StoreOption = None) -> None:
             f"{w['budget']}  from {w['window_start']}  limit ${w['limit_usd']}  "
             f"spent ${w['spent_usd']}  reserved ${w['reserved_usd']}  "
             f"remaining ${w['remaining_usd']}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@budgets_app.command(name="raise")
+def raise_budget(
+    key: Annotated[str, typer.Argument(help="The window's budget, as `tether budgets` shows.")],
+    by: Annotated[str, typer.Option("--by", help="US dollars to add to its current limit.")],
+    raised_by: Annotated[
+        str | None, typer.Option("--as", help="Who raises it (audited). Default: login name.")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Raise a budget's current window; runs waiting on it continue (worker or resume)."""
+    import getpass
+    import os
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(by)
+    except InvalidOperation:
+        fail(f"--by must be an amount in US dollars, not {by!r}")
+    who = raised_by or os.environ.get("TETHER_USER") or getpass.getuser()
+    woken = execute(store, lambda runtime: runtime.raise_budget(key, by_usd=amount, raised_by=who))
+    out.print(f"raised {key} by ${amount}", highlight=False, markup=False)
+    for run_id in woken:
+        out.print(
+            f"run {run_id} is pending again: a worker continues it, or tether resume {run_id}",
             highlight=False,
             markup=False,
         )

@@ -71,6 +71,8 @@ class AuditAction(StrEnum):
     """Money was reserved from a budget before a call."""
     BUDGET_DENIED = "budget_denied"
     """A call was refused because a budget would be exceeded."""
+    BUDGET_RAISED = "budget_raised"
+    """A person raised a budget's current window."""
     GRANT_ADDED = "grant_added"
     """A permission was granted."""
     GRANT_REVOKED = "grant_revoked"

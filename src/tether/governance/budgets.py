@@ -297,6 +297,32 @@ class BudgetBook(Protocol):
         """Every window, ordered by budget key and start."""
         ...
 
+    async def raise_limit(self, key: str, by_usd: Decimal) -> WindowUsage:
+        """Add ``by_usd`` to the limit of the newest window of ``key``; return it.
+
+        The raise stays with that window (a new day or hour starts at the configured
+        limit again).
+
+        Raises:
+            ConfigurationError: ``by_usd`` is not a positive finite ``Decimal`` of at
+                least one micro-dollar, or no window has this key.
+        """
+        ...
+
+
+def _raise_micros(by_usd: Decimal) -> int:
+    """A raise in micro-dollars, rounded down; refused unless it is positive."""
+    if not isinstance(by_usd, Decimal) or not by_usd.is_finite():
+        raise ConfigurationError(f"a raise must be a finite Decimal, not {by_usd!r}")
+    micros = int((by_usd * _MICROS).to_integral_value(ROUND_FLOOR))
+    if micros <= 0:
+        raise ConfigurationError(f"a raise must be positive, not {by_usd}")
+    return micros
+
+
+def _no_window(key: str) -> ConfigurationError:
+    return ConfigurationError(f"no budget window {key!r}; `tether budgets` lists them")
+
 
 def _micros_up(usd: Decimal) -> int:
     return max(0, int((usd * _MICROS).to_integral_value(ROUND_CEILING)))
@@ -342,13 +368,13 @@ def _new_reservation_id() -> str:
 _UPSERT_WINDOW = """
 INSERT INTO budget_windows (budget, window_start, limit_micros) VALUES (?, ?, ?)
 ON CONFLICT (budget, window_start) DO UPDATE SET limit_micros = excluded.limit_micros
-RETURNING spent_micros, reserved_micros
+RETURNING spent_micros, reserved_micros, raised_micros
 """
 # The guard is in the statement itself: a window moves only if the amount fits.
 _RESERVE = """
 UPDATE budget_windows SET reserved_micros = reserved_micros + :amount
 WHERE budget = :budget AND window_start = :start
-    AND spent_micros + reserved_micros + :amount <= limit_micros
+    AND spent_micros + reserved_micros + :amount <= limit_micros + raised_micros
 """
 _UNRESERVE = """
 UPDATE budget_windows SET reserved_micros = max(0, reserved_micros - :amount),
@@ -361,14 +387,6 @@ SELECT b.reservation_id FROM budget_reservations AS b LEFT JOIN runs AS r ON r.r
 WHERE r.run_id IS NULL OR r.finished_at IS NOT NULL OR r.lease_owner IS NULL
     OR r.lease_epoch != b.lease_epoch OR r.lease_expires_at <= ?
 """
-
-
-class _Refused(Exception):
-    """Raised inside a write to roll its savepoint back; carries the denial."""
-
-    def __init__(self, denied: Denied) -> None:
-        super().__init__(denied.message)
-        self.denied = denied
 
 
 class SqliteBudgetBook:
@@ -387,22 +405,34 @@ class SqliteBudgetBook:
         """Reserve ``amount_usd`` in every window, all or nothing; see :class:`BudgetBook`."""
         amount = _micros_up(amount_usd)
 
-        def work(conn: sqlite3.Connection, now: float) -> Reservation:
+        def work(conn: sqlite3.Connection, now: float) -> Reservation | Denied:
             windows: list[tuple[str, float]] = []
+            moved_windows: list[tuple[str, float]] = []
             refusals: list[Denied] = []
             for slot in budgets:
                 start = slot.budget.window_start(now)
                 limit = slot.budget.limit_micros
-                spent, reserved = conn.execute(_UPSERT_WINDOW, (slot.key, start, limit)).fetchone()
+                spent, reserved, raised = conn.execute(
+                    _UPSERT_WINDOW, (slot.key, start, limit)
+                ).fetchone()
+                limit += raised
                 moved = conn.execute(
                     _RESERVE, {"amount": amount, "budget": slot.key, "start": start}
                 ).rowcount
                 if moved != 1:
                     refusals.append(_refusal(slot, start, spent, reserved, amount, limit))
+                else:
+                    moved_windows.append((slot.key, start))
                 windows.append((slot.key, start))
             denied = _tightest(refusals)
             if denied is not None:
-                raise _Refused(denied)  # rolls back this write's savepoint: all or nothing
+                # All or nothing: give back what this call moved. The window rows stay,
+                # so a person can raise the window that refused (`raise_limit`).
+                for key, start in moved_windows:
+                    conn.execute(
+                        _UNRESERVE, {"amount": amount, "charged": 0, "budget": key, "start": start}
+                    )
+                return denied
             reservation = Reservation(
                 reservation_id=_new_reservation_id(),
                 run_id=run_id,
@@ -416,10 +446,7 @@ class SqliteBudgetBook:
             )
             return reservation
 
-        try:
-            return await self.store.write(work)
-        except _Refused as refused:
-            return refused.denied
+        return await self.store.write(work)
 
     async def settle(self, reservation: Reservation, actual_usd: Decimal) -> Settlement:
         """Charge the actual cost and release the rest; see :class:`BudgetBook`."""
@@ -462,8 +489,8 @@ class SqliteBudgetBook:
     async def usage(self) -> list[WindowUsage]:
         """Every window, ordered by budget key and start."""
         rows = self.store.query(
-            "SELECT budget, window_start, limit_micros, spent_micros, reserved_micros "
-            "FROM budget_windows ORDER BY budget, window_start"
+            "SELECT budget, window_start, limit_micros + raised_micros, spent_micros, "
+            "reserved_micros FROM budget_windows ORDER BY budget, window_start"
         )
         return [
             WindowUsage(
@@ -475,6 +502,32 @@ class SqliteBudgetBook:
             )
             for budget, start, limit, spent, reserved in rows
         ]
+
+    async def raise_limit(self, key: str, by_usd: Decimal) -> WindowUsage:
+        """Raise the newest window of ``key``; see :class:`BudgetBook`."""
+        amount = _raise_micros(by_usd)
+
+        def work(conn: sqlite3.Connection, now: float) -> WindowUsage:
+            row = conn.execute(
+                "UPDATE budget_windows SET raised_micros = raised_micros + ? "
+                "WHERE budget = ? AND window_start = "
+                "(SELECT max(window_start) FROM budget_windows WHERE budget = ?) "
+                "RETURNING window_start, limit_micros + raised_micros, spent_micros, "
+                "reserved_micros",
+                (amount, key, key),
+            ).fetchone()
+            if row is None:
+                raise _no_window(key)
+            start, limit, spent, reserved = row
+            return WindowUsage(
+                budget=key,
+                window_start=_at(start),
+                limit_usd=_usd(limit),
+                spent_usd=_usd(spent),
+                reserved_usd=_usd(reserved),
+            )
+
+        return await self.store.write(work)
 
 
 def _release_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
@@ -516,6 +569,16 @@ class _Window:
     limit: int
     spent: int = 0
     reserved: int = 0
+    raised: int = 0
+
+    def usage(self, key: str, start: float) -> WindowUsage:
+        return WindowUsage(
+            budget=key,
+            window_start=_at(start),
+            limit_usd=_usd(self.limit + self.raised),
+            spent_usd=_usd(self.spent),
+            reserved_usd=_usd(self.reserved),
+        )
 
 
 @dataclass(slots=True)
@@ -560,6 +623,7 @@ class MemoryBudgetBook:
                 limit = slot.budget.limit_micros
                 window = self._ledger.windows.setdefault((slot.key, start), _Window(limit))
                 window.limit = limit
+                limit += window.raised
                 if window.spent + window.reserved + amount > limit:
                     refusals.append(
                         _refusal(slot, start, window.spent, window.reserved, amount, limit)
@@ -618,16 +682,18 @@ class MemoryBudgetBook:
         """Every window, ordered by budget key and start."""
         with self._lock:
             items = sorted(self._ledger.windows.items())
-            return [
-                WindowUsage(
-                    budget=key,
-                    window_start=_at(start),
-                    limit_usd=_usd(w.limit),
-                    spent_usd=_usd(w.spent),
-                    reserved_usd=_usd(w.reserved),
-                )
-                for (key, start), w in items
-            ]
+            return [w.usage(key, start) for (key, start), w in items]
+
+    async def raise_limit(self, key: str, by_usd: Decimal) -> WindowUsage:
+        """Raise the newest window of ``key``; see :class:`BudgetBook`."""
+        amount = _raise_micros(by_usd)
+        with self._lock:
+            starts = [start for (k, start) in self._ledger.windows if k == key]
+            if not starts:
+                raise _no_window(key)
+            window = self._ledger.windows[(key, max(starts))]
+            window.raised += amount
+            return window.usage(key, max(starts))
 
     def _release(self, reservation_id: str) -> None:
         reservation = self._ledger.reservations.pop(reservation_id, None)

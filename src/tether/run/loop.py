@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from tether.clock import Clock
 from tether.errors import ConfigurationError, ModelError, ReplayDivergedError, TetherError
 from tether.events import (
+    BudgetExhausted,
     LimitHit,
     ModelFailed,
     ModelResponded,
@@ -61,7 +62,7 @@ from tether.settings import RunLimits
 from tether.status import RunStatus
 from tether.tools import Tool, ToolOutcome, error_result
 
-__all__ = ["AgentSpec", "InDoubt", "Run"]
+__all__ = ["AgentSpec", "BudgetExhaustedAction", "InDoubt", "Run"]
 
 logger = logging.getLogger("tether")
 
@@ -117,6 +118,14 @@ class AgentSpec(Protocol[OutputT]):
         ...
 
 
+BudgetExhaustedAction = Literal["end", "wait"]
+"""What a run does when a budget refuses its next model call.
+
+``"end"``: it ends ``budget_exceeded`` with its partial result. ``"wait"``: it pauses in
+``waiting_approval`` until a person raises the budget (``tether budgets raise``), then
+asks again.
+"""
+
 InDoubt = Literal["wait", "end"]
 """What a run does when an ``at_most_once`` call is in doubt after a crash.
 
@@ -160,6 +169,8 @@ class Run(Generic[OutputT]):
             Default: none (no work per call).
         approvals: Where approval requests are kept; required when the agent has an
             approval policy. Default none.
+        budget_exhausted: ``"end"`` (default) or ``"wait"``; see
+            :data:`BudgetExhaustedAction`.
 
     Raises:
         ConfigurationError: The agent has an approval policy and ``approvals`` is ``None``.
@@ -175,8 +186,10 @@ class Run(Generic[OutputT]):
         in_doubt: InDoubt = "wait",
         budgets: Budgets | None = None,
         approvals: Approvals | None = None,
+        budget_exhausted: BudgetExhaustedAction = "end",
     ) -> None:
         started = journal.replay.started
+        self.budget_exhausted = budget_exhausted
         policy = agent.approvals
         if policy is not None and approvals is None:
             raise ConfigurationError(
@@ -270,6 +283,8 @@ class Run(Generic[OutputT]):
         """Request one response (or replay the recorded one); a failure becomes an ending."""
         state = self.state
         step = state.steps + 1
+        waits = self.replay.budget_waits.get(step, ())
+        self.replay.consume(*waits)
         recorded = self.replay.models.get(step)
         if isinstance(recorded, ModelFailed):
             self.journal.emit(recorded)
@@ -288,9 +303,8 @@ class Run(Generic[OutputT]):
             try:
                 response = await self._request(tools)
             except _BudgetRefused as refused:
-                return _failure(
-                    RunStatus.BUDGET_EXCEEDED, "budget_exceeded", refused.message, refused.budget
-                )
+                attempt = 1 + sum(isinstance(e, BudgetExhausted) for e in waits)
+                return self._budget_refused(step, attempt, refused)
             except Exception as exc:
                 return self._model_failed(step, exc)
         state.steps = step
@@ -462,6 +476,28 @@ class Run(Generic[OutputT]):
             raise
         await budgets.settle(ticket, response.cost_usd)
         return response
+
+    def _budget_refused(self, step: int, attempt: int, refused: _BudgetRefused) -> _Ending:
+        """End the run ``budget_exceeded``, or pause it until a person raises the budget."""
+        if self.budget_exhausted == "end":
+            return _failure(
+                RunStatus.BUDGET_EXCEEDED, "budget_exceeded", refused.message, refused.budget
+            )
+        self.journal.emit(
+            BudgetExhausted(
+                run_id=self.state.run_id,
+                step=step,
+                attempt=attempt,
+                budget=refused.budget,
+                message=refused.message,
+                at=self.clock.now(),
+            )
+        )
+        message = (
+            f"{refused.message}; waiting for a person to raise it: "
+            f"`tether budgets raise {refused.budget} --by USD`"
+        )
+        return _failure(RunStatus.WAITING_APPROVAL, "budget_exceeded", message, paused=True)
 
     def _model_failed(self, step: int, exc: Exception) -> _Ending:
         if not isinstance(exc, TetherError):

@@ -16,6 +16,8 @@ from tether.errors import ReplayDivergedError
 from tether.events import (
     ApprovalDecided,
     ApprovalRequested,
+    BudgetExhausted,
+    BudgetRaised,
     CheckpointTaken,
     Event,
     LimitHit,
@@ -49,14 +51,16 @@ class Replay:
         self.decisions: dict[int, ReviewDecided] = {}
         self.approval_requests: dict[int, ApprovalRequested] = {}
         self.approval_decisions: dict[int, ApprovalDecided] = {}
+        self.budget_waits: dict[int, list[BudgetExhausted | BudgetRaised]] = {}
+        """Per model step, the waits for a raised budget and the raises, in order."""
         self.finished: RunFinished | None = None
         self._keys: set[tuple[str, int | str]] = set()
         for event in journal[1:]:
             self._index(event)
         self._unmatched = set(self._keys)
         self.paused_s = _paused_s(self)
-        """Seconds the run spent waiting for people (approvals, reviews), overlaps merged;
-        they do not count towards ``max_duration``."""
+        """Seconds the run spent waiting for people (approvals, reviews, budget raises),
+        overlaps merged; they do not count towards ``max_duration``."""
 
     @property
     def replaying(self) -> bool:
@@ -129,6 +133,8 @@ class Replay:
                 self.approval_requests[event.step] = event
             case ApprovalDecided():
                 self.approval_decisions[event.step] = event
+            case BudgetExhausted() | BudgetRaised():
+                self.budget_waits.setdefault(event.step, []).append(event)
             case RunFinished():
                 self.finished = event
             case _:
@@ -141,6 +147,8 @@ def _key(event: Event) -> tuple[str, int | str] | None:
             return None
         case ResponseRejected():
             return (event.kind, f"{event.step}:{event.reason}")
+        case BudgetExhausted() | BudgetRaised():
+            return (event.kind, f"{event.step}:{event.attempt}")
         case LimitHit() | RunFinished():
             return (event.kind, 0)
         case (
@@ -168,6 +176,13 @@ def _paused_s(replay: Replay) -> float:
         for step, asked in waits.items()
         if (answer := answers.get(step)) is not None and answer.at > asked.at
     ]
+    for events in replay.budget_waits.values():
+        asked_at = {e.attempt: e.at for e in events if isinstance(e, BudgetExhausted)}
+        spans.extend(
+            (asked_at[e.attempt], e.at)
+            for e in events
+            if isinstance(e, BudgetRaised) and e.attempt in asked_at and e.at > asked_at[e.attempt]
+        )
     total, reach = 0.0, None
     for start, end in sorted(spans):
         if reach is not None and start < reach:
