@@ -81,6 +81,10 @@ class ModelResponse:
     """Requests made to get this response (more than 1 after retries)."""
     degraded: bool = False
     """Whether a fallback served the request instead of the primary model."""
+    confidence: float | None = None
+    """The model's confidence in this response in ``[0, 1]``, when the adapter reports
+    one; an :class:`~tether.governance.approvals.ApprovalPolicy` with ``min_confidence``
+    asks a person when it is low. Untrusted: anything not in ``[0, 1]`` counts as 0."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

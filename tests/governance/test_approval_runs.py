@@ -333,3 +333,20 @@ async def test_journal_holds_the_request_with_its_reasons(store: Store) -> None:
     [asked] = [e for e in await store.events(waiting.run_id) if isinstance(e, ApprovalRequested)]
     assert asked.reasons == ("argument 'amount' is 150, over the threshold 100",)
     assert asked.tool == "pay" and asked.expires_at > asked.at
+
+
+@pytest.mark.parametrize(
+    ("confidence", "asks"),
+    [(None, False), (0.9, False), (0.5, False), (0.49, True), (float("nan"), True), (7, True)],
+)
+async def test_low_reported_confidence_asks(confidence: float | None, asks: bool) -> None:
+    from tether.messages import ModelResponse
+
+    policy = ApprovalPolicy(ask_for_risks=frozenset(), min_confidence=0.5)
+    lookup_call = call("lookup", {"name": "x"}, id="c1")
+    unsure = ModelResponse(tool_calls=(lookup_call,), confidence=confidence)
+    model = ScriptedModel([unsure, "ok"], name="m")
+    result = await Tether(store=InMemoryStore()).run(_agent(model, policy), "who", user="ana")
+    expected = RunStatus.WAITING_APPROVAL if asks else RunStatus.COMPLETED
+    assert result.status is expected
+    assert looked == ([] if asks else ["x"])

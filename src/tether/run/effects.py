@@ -75,6 +75,8 @@ class DurableCalls:
         """Where approval requests are kept (required with an :attr:`approval_policy`)."""
         self.waiting_for: list[str] = []
         """Approval ids the current batch waits for (the loop clears it per batch)."""
+        self.confidence: float | None = None
+        """The confidence the current batch's response reported (the loop sets it)."""
         self.journal = journal
         self.state = state
         self.limits = limits
@@ -212,7 +214,8 @@ class DurableCalls:
         policy, store = self.approval_policy, self.approvals
         assert policy is not None and store is not None
         tool, arguments = checked.tool, checked.arguments
-        if asked is None and not policy.decide(tool, arguments).ask:
+        verdict = policy.decide(tool, arguments, confidence=_usable(self.confidence))
+        if asked is None and not verdict.ask:
             return
         replay, state = self.journal.replay, self.state
         if decided is None:
@@ -221,7 +224,6 @@ class DurableCalls:
                 self.waiting_for.append(asked.approval_id)
                 return
             replay.forbid_live(f"ask for approval of {tool.name!r} at step {record.step}")
-            verdict = policy.decide(tool, arguments)
             made = await store.request(
                 state.run_id,
                 record.step,
@@ -298,6 +300,18 @@ class DurableCalls:
                 namespace, key, record.outcome.content, ttl=dedupe.ttl, source=self.state.run_id
             )
         failpoint("after_call_before_result")
+
+
+def _usable(confidence: object) -> float | None:
+    """A reported confidence as the policy takes it: ``None`` or a number in [0, 1].
+
+    Anything else a model sent counts as 0, the least confident.
+    """
+    if confidence is None:
+        return None
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        return 0.0
+    return float(confidence) if 0.0 <= confidence <= 1.0 else 0.0
 
 
 def _refuse(record: CallRecord, error_class: str, message: str) -> None:

@@ -339,6 +339,7 @@ class Run(Generic[OutputT]):
             return _limit_ending(breach)
         records = self._batch = []
         self.calls.waiting_for.clear()
+        self.calls.confidence = response.confidence
         await run_calls(
             calls,
             tools=self.tools,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.errors import ModelError
@@ -80,13 +80,8 @@ class _RecordingModel:
             else ToolCall(id=f"call_{request_number}_{i}", name=c.name, arguments=c.arguments)
             for i, c in enumerate(response.tool_calls)
         )
-        return ModelResponse(
-            text=response.text,
-            tool_calls=calls,
-            usage=response.usage,
-            cost_usd=response.cost_usd,
-            model_name=self._name if response.model_name == "unknown" else response.model_name,
-        )
+        name = self._name if response.model_name == "unknown" else response.model_name
+        return replace(response, tool_calls=calls, model_name=name)
 
 
 class ScriptedModel(_RecordingModel):
