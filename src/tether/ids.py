@@ -7,7 +7,14 @@ import json
 import uuid
 from typing import Any
 
-__all__ = ["call_digest", "canonical_json", "idempotency_key", "new_run_id"]
+__all__ = [
+    "call_digest",
+    "canonical_json",
+    "idempotency_key",
+    "new_run_id",
+    "root_span_id",
+    "trace_id",
+]
 
 
 def new_run_id() -> str:
@@ -41,3 +48,23 @@ def idempotency_key(run_id: str, digest: str) -> str:
     The same call in the same run always has the same key, across retries and resumes.
     """
     return hashlib.sha256(f"{run_id}\x00{digest}".encode()).hexdigest()
+
+
+def trace_id(run_id: str) -> str:
+    """Return the run's OpenTelemetry trace id: 32 hex digits of sha256 of the run id.
+
+    Derived, not stored: every process that touches the run (the first worker, the one
+    that resumes it, a tool that propagates context) names the same trace.
+    """
+    digest = hashlib.sha256(f"trace\x00{run_id}".encode()).hexdigest()[:32]
+    return digest if int(digest, 16) else "1".rjust(32, "0")  # all zeros is invalid
+
+
+def root_span_id(run_id: str) -> str:
+    """Return the id (16 hex digits) of the run's root span context.
+
+    It is the parent of the run's ``invoke_agent`` spans and of the calls its tools make
+    (their ``traceparent`` header).
+    """
+    digest = hashlib.sha256(f"span\x00{run_id}".encode()).hexdigest()[:16]
+    return digest if int(digest, 16) else "1".rjust(16, "0")
