@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.table import Column, Table
 from tether.cli.common import JsonOption, StoreOption, execute, fail, out, print_json
 from tether.cli.timeline import Timeline
 from tether.events import event_from_json, event_to_json
+from tether.observe.redact import DEFAULT_REDACTOR
 from tether.runtime import Tether
 from tether.status import RunStatus
 from tether.store import RunRecord
@@ -130,11 +132,13 @@ def show(
         fail(f"no run {run_id}")
     if as_json:
         for line in journal:
-            typer.echo(line.decode())
+            redacted = DEFAULT_REDACTOR.redact(json.loads(line))
+            typer.echo(json.dumps(redacted, ensure_ascii=False, separators=(",", ":")))
         return
     timeline = Timeline(out)
+    task = DEFAULT_REDACTOR.redact_text(record.task)[:80]
     out.print(
-        f"[bold]{escape(record.agent)}[/] · {escape(record.task[:80])} · user {record.user or '-'}",
+        f"[bold]{escape(record.agent)}[/] · {escape(task)} · user {record.user or '-'}",
         highlight=False,
     )
     for line in journal:

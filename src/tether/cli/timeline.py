@@ -20,6 +20,7 @@ from tether.events import (
     ToolCallFinished,
     ToolCallInDoubt,
 )
+from tether.observe.redact import DEFAULT_REDACTOR
 from tether.run import RunResult
 from tether.status import RunStatus
 
@@ -185,5 +186,6 @@ def _result_note(event: ToolCallFinished) -> str:
 
 
 def _preview(text: str, limit: int = _PREVIEW_CHARS) -> str:
-    flat = " ".join(text.split())
+    """One line of ``text``, secrets redacted, cut at ``limit`` characters."""
+    flat = " ".join(DEFAULT_REDACTOR.redact_text(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
