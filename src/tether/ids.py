@@ -14,6 +14,7 @@ __all__ = [
     "new_run_id",
     "root_span_id",
     "trace_id",
+    "traceparent",
 ]
 
 
@@ -68,3 +69,8 @@ def root_span_id(run_id: str) -> str:
     """
     digest = hashlib.sha256(f"span\x00{run_id}".encode()).hexdigest()[:16]
     return digest if int(digest, 16) else "1".rjust(16, "0")
+
+
+def traceparent(run_id: str) -> str:
+    """Return the W3C ``traceparent`` header that puts a call into the run's trace."""
+    return f"00-{trace_id(run_id)}-{root_span_id(run_id)}-01"

@@ -568,6 +568,9 @@ class Tether:
             LeaseLostError: Another owner took the run; this process wrote nothing more.
         """
         events = journal if journal is not None else await self.store.events(lease.run_id)
+        if journal is None and events:
+            # Taken over from the store: subscribers learn the run's agent and user again.
+            self._announce(events[0], subscribers)
         writer = Journal(
             store=self.store,
             lease=lease,

@@ -14,9 +14,14 @@ import httpx2
 import pytest
 
 from tether import ConfigurationError, Effect, Risk, ToolError
+from tether.ids import trace_id
 from tether.toolkit import MAX_REDIRECTS, http_fetch_tool
+from tether.tools import RunContext
 
 Handler = Callable[[httpx2.Request], Any]
+CONTEXT = RunContext(
+    run_id="run_1", agent="a", user=None, step=2, call_id="c1", idempotency_key="k"
+)
 
 
 class Recorder:
@@ -47,7 +52,7 @@ def fetcher(handler: Handler, **options: Any) -> tuple[Callable[[str], str], Rec
     )
 
     def fetch(url: str) -> str:
-        result: str = asyncio.run(tool.function(url=url))
+        result: str = asyncio.run(tool.function(url=url, context=CONTEXT))
         return result
 
     return fetch, recorder
@@ -119,6 +124,18 @@ def test_allowed_hosts_are_fetched(url: str) -> None:
     assert fetch(url).startswith("hello from")
     assert len(recorder.requests) == 1
     assert recorder.requests[0].method == "GET"
+
+
+def test_the_run_trace_is_propagated_on_every_hop() -> None:
+    def hop(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/a":
+            return httpx2.Response(302, headers={"location": "/b"})
+        return ok(request)
+
+    fetch, recorder = fetcher(hop)
+    fetch("https://example.com/a")
+    headers = [r.headers["traceparent"] for r in recorder.requests]
+    assert headers == [f"00-{trace_id('run_1')}-{headers[0].split('-')[2]}-01"] * 2
 
 
 @pytest.mark.parametrize(
@@ -385,7 +402,7 @@ def server() -> Iterator[str]:
 
 def real_fetch(url: str, **options: Any) -> str:
     tool = http_fetch_tool(allowed_hosts=["127.0.0.1"], **options)
-    result: str = asyncio.run(tool.function(url=url))
+    result: str = asyncio.run(tool.function(url=url, context=CONTEXT))
     return result
 
 
@@ -422,4 +439,4 @@ def test_loopback_timeout(server: str) -> None:
 def test_loopback_host_not_allowed(server: str) -> None:
     tool = http_fetch_tool(allowed_hosts=["example.com"])
     with pytest.raises(ToolError, match="not on the allowlist"):
-        asyncio.run(tool.function(url=f"{server}/hello"))
+        asyncio.run(tool.function(url=f"{server}/hello", context=CONTEXT))

@@ -268,21 +268,44 @@ def worker(
             help="A call in doubt after a crash: 'wait' for `tether review`, or 'end' the run."
         ),
     ] = InDoubtChoice.WAIT,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, help="Serve Prometheus metrics on this port at /metrics."),
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address to serve metrics on.")] = "127.0.0.1",
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="Log every run event as a JSON line on stderr.")
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """Execute pending runs and recover runs whose worker died. SIGTERM stops it cleanly."""
     from datetime import timedelta
+
+    from tether.observe.logs import EventLog, configure_logging
+    from tether.observe.metrics import Metrics, serve_metrics
 
     async def act(runtime: Tether) -> Any:
         import asyncio
 
         runtime.lease_for = timedelta(seconds=lease)
         runtime.in_doubt = "end" if in_doubt is InDoubtChoice.END else "wait"
+        if log_json:
+            configure_logging(json=True)
+            runtime.subscribers = (*runtime.subscribers, EventLog())
+        server = None
+        if metrics_port is not None:
+            metrics = Metrics()
+            runtime.subscribers = (*runtime.subscribers, metrics)
+            server = serve_metrics(metrics, metrics_port, addr=metrics_addr)
         pool = Worker(runtime, concurrency=concurrency, poll_interval=poll)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, pool.stop)
-        return await pool.run(until_idle=until_idle)
+        try:
+            return await pool.run(until_idle=until_idle)
+        finally:
+            if server is not None:
+                server.shutdown()
 
     stats = execute(store, act)
     typer.echo(

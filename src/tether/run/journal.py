@@ -21,7 +21,10 @@ __all__ = ["Journal", "Subscriber"]
 logger = logging.getLogger("tether")
 
 Subscriber = Callable[[Event], None]
-"""A function called with every event of a run, in order, once it is durable."""
+"""A function called with every event of a run, in order, once it is durable.
+
+A process that takes a run over (``Tether.resume``, a worker) first passes it the run's
+``RunStarted`` again, so it learns the run's agent and user."""
 
 
 class Journal:

@@ -29,7 +29,8 @@ from collections.abc import Collection
 import httpx2
 
 from tether.errors import ConfigurationError, ToolError
-from tether.tools import Tool, tool
+from tether.ids import traceparent
+from tether.tools import RunContext, Tool, tool
 
 __all__ = ["MAX_REDIRECTS", "http_fetch_tool"]
 
@@ -83,19 +84,21 @@ def http_fetch_tool(
     )
 
     @tool(name="http_fetch", risk="read", description=description)
-    async def http_fetch(url: str) -> str:
+    async def http_fetch(url: str, context: RunContext) -> str:
         """Fetch a URL with HTTP GET.
 
         Args:
             url: Absolute http:// or https:// URL on an allowed host.
+            context: The calling run (its trace is propagated as ``traceparent``).
         """
         first = hosts.check(url)
+        headers = {"traceparent": traceparent(context.run_id)}
         try:
             async with asyncio.timeout(timeout):
                 if client is not None:
-                    return await _fetch(client, first, hosts, timeout, max_bytes)
+                    return await _fetch(client, first, hosts, timeout, max_bytes, headers)
                 async with httpx2.AsyncClient(follow_redirects=False) as own:
-                    return await _fetch(own, first, hosts, timeout, max_bytes)
+                    return await _fetch(own, first, hosts, timeout, max_bytes, headers)
         except (TimeoutError, httpx2.TimeoutException):
             raise ToolError(
                 f"no complete answer from {first.host} within {timeout:g} s",
@@ -177,10 +180,17 @@ def _normal_host(text: str, entry: str) -> str:
 
 
 async def _fetch(
-    client: httpx2.AsyncClient, url: httpx2.URL, hosts: _HostRules, seconds: float, limit: int
+    client: httpx2.AsyncClient,
+    url: httpx2.URL,
+    hosts: _HostRules,
+    seconds: float,
+    limit: int,
+    headers: dict[str, str],
 ) -> str:
     for _ in range(MAX_REDIRECTS + 1):
-        async with client.stream("GET", url, follow_redirects=False, timeout=seconds) as response:
+        async with client.stream(
+            "GET", url, follow_redirects=False, timeout=seconds, headers=headers
+        ) as response:
             if response.is_redirect:
                 url = hosts.check(_join(url, response.headers["location"]), redirect=True)
                 continue
