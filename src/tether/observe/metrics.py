@@ -149,6 +149,7 @@ class Metrics:
         r.register(self._breakers)
         self._waiting = 0
         self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._children: dict[int, dict[tuple[str, ...], Any]] = {}
 
     def __call__(self, event: Event) -> None:
         """Count ``event`` (never raises)."""
@@ -164,12 +165,22 @@ class Metrics:
     def observe_budgets(self, windows: Iterable[WindowUsage]) -> None:
         """Set the budget gauges from ``BudgetBook.usage()`` (the worker calls it)."""
         for window in windows:
-            self.budget_spent.labels(window.budget).set(float(window.spent_usd))
-            self.budget_remaining.labels(window.budget).set(float(window.remaining_usd))
+            self._child(self.budget_spent, window.budget).set(float(window.spent_usd))
+            self._child(self.budget_remaining, window.budget).set(float(window.remaining_usd))
 
     def watch(self, name: str, breaker: CircuitBreaker) -> None:
         """Report ``breaker``'s state as ``tether_breaker_state{breaker=name}`` at scrape."""
         self._breakers.watched[name] = breaker
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: it is the costly part of counting."""
+        children = self._children.get(id(metric))
+        if children is None:
+            children = self._children[id(metric)] = {}
+        child = children.get(values)
+        if child is None:
+            child = children[values] = metric.labels(*values)
+        return child
 
     def _run(self, event: Event) -> _Run:
         state = self._runs.get(event.run_id)
@@ -185,19 +196,19 @@ class Metrics:
         match event:
             case RunStarted(agent=agent):
                 run.agent = agent
-                self.runs_started.labels(agent).inc()
+                self._child(self.runs_started, agent).inc()
             case ModelResponded():
                 self._model_responded(run, event, previous)
             case ModelFailed(error_class=error_class):
-                self.model_errors.labels(run.model, error_class).inc()
+                self._child(self.model_errors, run.model, error_class).inc()
             case ToolCallStarted(step=step, at=at):
                 run.starts[step] = at
             case ToolCallFinished():
                 self._tool_finished(run, event)
             case RunFinished(status=status):
-                self.runs.labels(run.agent, status.value).inc()
+                self._child(self.runs, run.agent, status.value).inc()
                 if status is RunStatus.NEEDS_REVIEW:
-                    self.escalations.labels("needs_review").inc()
+                    self._child(self.escalations, "needs_review").inc()
                 self._runs.pop(event.run_id, None)
             case _:
                 self._escalated(event)
@@ -206,42 +217,42 @@ class Metrics:
         response = event.response
         model = run.model = response.model_name
         if previous is not None:
-            self.model_seconds.labels(model).observe(_seconds(previous, event.at))
-        self.tokens.labels(model, "input").inc(response.usage.input_tokens)
-        self.tokens.labels(model, "output").inc(response.usage.output_tokens)
+            self._child(self.model_seconds, model).observe(_seconds(previous, event.at))
+        self._child(self.tokens, model, "input").inc(response.usage.input_tokens)
+        self._child(self.tokens, model, "output").inc(response.usage.output_tokens)
         if response.cost_usd is None:
-            self.unknown_cost.labels(model).inc()
+            self._child(self.unknown_cost, model).inc()
         else:
-            self.cost.labels(model).inc(float(response.cost_usd))
+            self._child(self.cost, model).inc(float(response.cost_usd))
         if response.degraded:
-            self.fallbacks.labels("model").inc()
+            self._child(self.fallbacks, "model").inc()
 
     def _escalated(self, event: Event) -> None:
         match event:
             case ToolCallInDoubt():
-                self.escalations.labels("in_doubt").inc()
+                self._child(self.escalations, "in_doubt").inc()
             case ApprovalRequested():
-                self.escalations.labels("approval").inc()
+                self._child(self.escalations, "approval").inc()
                 self._waiting += 1
                 self.approvals_waiting.set(self._waiting)
             case ApprovalDecided():
                 self._waiting = max(0, self._waiting - 1)
                 self.approvals_waiting.set(self._waiting)
             case BudgetExhausted():
-                self.escalations.labels("budget").inc()
+                self._child(self.escalations, "budget").inc()
             case LimitHit(limit=limit):
-                self.limit_hits.labels(limit).inc()
+                self._child(self.limit_hits, limit).inc()
             case _:
                 pass
 
     def _tool_finished(self, run: _Run, event: ToolCallFinished) -> None:
         started = run.starts.pop(event.step, None)
         if started is not None:
-            self.tool_seconds.labels(event.tool).observe(_seconds(started, event.at))
+            self._child(self.tool_seconds, event.tool).observe(_seconds(started, event.at))
         if event.is_error:
-            self.tool_errors.labels(event.tool, event.error_class or "error").inc()
+            self._child(self.tool_errors, event.tool, event.error_class or "error").inc()
         if event.tier is not None:
-            self.fallbacks.labels("tool").inc()
+            self._child(self.fallbacks, "tool").inc()
 
 
 def _seconds(start: datetime, end: datetime) -> float:

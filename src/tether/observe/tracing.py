@@ -82,13 +82,25 @@ class SpanRecorder:
     """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+        self._provider = tracer_provider
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer: Tracer = provider.get_tracer("tether")
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._agents: OrderedDict[str, str] = OrderedDict()
+        self._live = self.live
+
+    @property
+    def live(self) -> bool:
+        """Whether spans go anywhere: a real provider is given or set globally."""
+        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
+        return not isinstance(provider, _NOOP_PROVIDERS)
 
     def __call__(self, event: Event) -> None:
-        """Record ``event`` (never raises)."""
+        """Record ``event`` (never raises); nothing at all while no provider is set."""
+        if isinstance(event, RunStarted):
+            self._live = self.live  # a global provider may have been set since
+        if not self._live and not self._runs:
+            return
         try:
             self._observe(event)
         except Exception:  # traces must never break a run
@@ -230,6 +242,10 @@ class SpanRecorder:
         if paused:
             run.root.set_attribute(genai.TETHER_PAUSED, True)
         run.root.end(end_time=_ns(at))
+
+
+_NOOP_PROVIDERS = (trace.NoOpTracerProvider, trace.ProxyTracerProvider)
+"""Providers that record nothing: the API's defaults before an SDK is configured."""
 
 
 def _root_context(run_id: str) -> SpanContext:
