@@ -13,6 +13,7 @@ import tether.governance.audit
 import tether.governance.budgets
 import tether.governance.permissions
 import tether.models
+import tether.observe
 import tether.resilience
 import tether.run
 import tether.store
@@ -35,6 +36,7 @@ MODULES = [
     tether.governance.audit,
     tether.governance.budgets,
     tether.governance.permissions,
+    tether.observe,
 ]
 
 
