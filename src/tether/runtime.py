@@ -49,6 +49,7 @@ from tether.governance.permissions import permissions as store_permissions
 from tether.ids import new_run_id
 from tether.loading import load_agent
 from tether.models import Price
+from tether.observe.health import AgentHealthMonitor
 from tether.run import (
     AgentSpec,
     BudgetExhaustedAction,
@@ -101,6 +102,9 @@ class Tether:
             :mod:`tether.governance.budgets`). Default none.
         prices: Price of each model by its name, for the budgets' worst case. A model
             without one is refused while a budget applies. Default none.
+        health: A health monitor fed with every event; when its policy refuses critical
+            agents, a new run of a critical agent ends ``blocked`` (error class
+            ``agent_unhealthy``) without calling anything. Default none.
         budget_exhausted: When a budget refuses a run's next model call, ``"end"``
             (default) ends the run ``budget_exceeded``; ``"wait"`` pauses it in
             ``waiting_approval`` until :meth:`raise_budget` (``tether budgets raise``).
@@ -126,6 +130,7 @@ class Tether:
         prices: Mapping[str, Price] | None = None,
         permissions: Permissions | bool = False,
         budget_exhausted: BudgetExhaustedAction = "end",
+        health: AgentHealthMonitor | None = None,
     ) -> None:
         if in_doubt not in ("wait", "end"):
             raise ConfigurationError(f"in_doubt must be 'wait' or 'end', not {in_doubt!r}")
@@ -134,9 +139,10 @@ class Tether:
                 f"budget_exhausted must be 'end' or 'wait', not {budget_exhausted!r}"
             )
         self.budget_exhausted: BudgetExhaustedAction = budget_exhausted
+        self.health = health
         self.store: Store = store if isinstance(store, Store) else open_store(store)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.subscribers = tuple(subscribers)
+        self.subscribers = (*subscribers, *(() if health is None else (health,)))
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_for = lease_for
         self.max_crashes = max_crashes
@@ -203,6 +209,12 @@ class Tether:
         if lease is None:
             raise RunStateError(f"the store did not claim run {started.run_id} at creation")
         self._announce(started, subscribers)
+        if self.health is not None and not self.health.admits(agent.name):
+            report = self.health.report("agent", agent.name)
+            reasons = "; ".join(report.reasons) or "critical"
+            message = f"agent {agent.name!r} is critical ({reasons}); the run was not started"
+            await self.fail(lease, "agent_unhealthy", message, status=RunStatus.BLOCKED)
+            return result_from_journal(await self.store.events(started.run_id))
         return await self.drive(lease, agent, subscribers=subscribers, journal=[started])
 
     def run_sync(
@@ -607,11 +619,18 @@ class Tether:
             await self.store.release(lease)
         return result
 
-    async def fail(self, lease: Lease, error_class: str, message: str) -> None:
-        """End the run ``lease`` holds as ``failed`` without running it, and release it."""
+    async def fail(
+        self,
+        lease: Lease,
+        error_class: str,
+        message: str,
+        *,
+        status: RunStatus = RunStatus.FAILED,
+    ) -> None:
+        """End the run ``lease`` holds without running it (``failed`` by default), release it."""
         finished = RunFinished(
             run_id=lease.run_id,
-            status=RunStatus.FAILED,
+            status=status,
             output=None,
             error_class=error_class,
             error_message=message,
@@ -621,6 +640,7 @@ class Tether:
             await self.store.append([finished], lease)
         finally:
             await self.store.release(lease)
+        self._announce(finished, ())
 
     async def events(self, run_id: str) -> Sequence[Event]:
         """Return the journal of ``run_id``."""

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tether import __version__
-from tether.cli import approvals, demo, inspect
+from tether.cli import approvals, demo, inspect, stats
 from tether.cli.audit import app as audit_app
 from tether.cli.common import (
     EXIT_CODES,
@@ -53,6 +53,7 @@ app = typer.Typer(
 demo.register(app)
 inspect.register(app)
 approvals.register(app)
+stats.register(app)
 app.add_typer(audit_app, name="audit")
 app.add_typer(grants_app, name="grants")
 

@@ -1,4 +1,4 @@
-"""Observability: logs, traces and metrics, all derived from run events.
+"""Observability: logs, traces, metrics, health, drift and feedback, from run events.
 
 Every signal is computed from the journal's events (the subscribers a
 :class:`~tether.runtime.Tether` is given), never from code inside the run loop::
@@ -11,18 +11,46 @@ Every signal is computed from the journal's events (the subscribers a
     runtime = Tether(subscribers=[EventLog(), metrics, SpanRecorder()])
 """
 
+from tether.observe.drift import (
+    AlertSink,
+    DriftAlert,
+    DriftPolicy,
+    LogAlertSink,
+    check_drift,
+    detect_drift,
+)
+from tether.observe.feedback import Feedback, FeedbackBook, feedback_book
+from tether.observe.health import AgentHealthMonitor, Health, HealthPolicy, HealthReport
 from tether.observe.logs import EventLog, JsonFormatter, configure_logging
 from tether.observe.metrics import Metrics, serve_metrics
 from tether.observe.redact import DEFAULT_REDACTOR, Redactor
+from tether.observe.runs import RunMetrics, RunMetricsBook, run_metrics, run_metrics_book
 from tether.observe.tracing import SpanRecorder
 
 __all__ = [
     "DEFAULT_REDACTOR",
+    "AgentHealthMonitor",
+    "AlertSink",
+    "DriftAlert",
+    "DriftPolicy",
     "EventLog",
+    "Feedback",
+    "FeedbackBook",
+    "Health",
+    "HealthPolicy",
+    "HealthReport",
     "JsonFormatter",
+    "LogAlertSink",
     "Metrics",
     "Redactor",
+    "RunMetrics",
+    "RunMetricsBook",
     "SpanRecorder",
+    "check_drift",
     "configure_logging",
+    "detect_drift",
+    "feedback_book",
+    "run_metrics",
+    "run_metrics_book",
     "serve_metrics",
 ]

@@ -224,7 +224,47 @@ _V10 = """
 ALTER TABLE budget_windows ADD COLUMN raised_micros INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
+_V11 = """
+-- observability (tether.observe): per-run metrics, user feedback, drift alerts
+CREATE TABLE run_metrics (
+    run_id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    user_id TEXT,
+    status TEXT NOT NULL,
+    finished_at REAL NOT NULL,       -- unix seconds
+    duration_s REAL NOT NULL,
+    steps INTEGER NOT NULL,
+    tool_calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_micros INTEGER,             -- NULL: unknown
+    tool_errors INTEGER NOT NULL,
+    error_class TEXT,
+    escalations INTEGER NOT NULL,
+    degraded INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX run_metrics_agent ON run_metrics (agent, finished_at);
+CREATE TABLE feedback (
+    run_id TEXT PRIMARY KEY,         -- the latest feedback replaces earlier feedback
+    score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+    comment TEXT,
+    by_user TEXT,
+    at REAL NOT NULL                 -- unix seconds, database clock
+);
+CREATE TABLE alerts (
+    alert_id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    baseline REAL NOT NULL,
+    recent REAL NOT NULL,
+    ratio REAL NOT NULL,
+    evidence TEXT NOT NULL,          -- JSON
+    at REAL NOT NULL                 -- unix seconds
+);
+CREATE INDEX alerts_at ON alerts (agent, metric, at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11)
 """SQL scripts; ``MIGRATIONS[n - 1]`` moves a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
