@@ -70,6 +70,7 @@ async def test_a_run_is_counted_by_status_tokens_cost_errors_and_fallbacks() -> 
         usage=Usage(input_tokens=100, output_tokens=20),
         cost_usd=Decimal("0.5"),
         degraded=True,
+        attempts=3,
     )
     model = ScriptedModel([paid, call("lookup", {"name": "x"}), "done"], name="m")
     metrics = Metrics()
@@ -84,6 +85,7 @@ async def test_a_run_is_counted_by_status_tokens_cost_errors_and_fallbacks() -> 
     assert value(metrics, "tether_cost_usd_total", model="m") == 0.5
     assert value(metrics, "tether_tool_errors_total", tool="lookup", error_class="tool_error") == 1
     assert value(metrics, "tether_fallbacks_total", kind="model") == 1
+    assert value(metrics, "tether_model_retries_total", model="m") == 2
     assert (
         value(metrics, "tether_tool_call_seconds_count", tool="lookup") == 2
     )  # the repeat never ran

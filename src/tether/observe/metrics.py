@@ -17,6 +17,7 @@ bounded by agents, models, tools and error classes):
 ``tether_cost_usd_total{model}``           cost in US dollars (known costs only)
 ``tether_unknown_cost_total{model}``       responses whose cost was unknown
 ``tether_model_errors_total{model,error_class}``  failed model calls
+``tether_model_retries_total{model}``      model requests retried before an answer
 ``tether_tool_errors_total{tool,error_class}``    tool results that are errors
 ``tether_escalations_total{kind}``         ``in_doubt``, ``approval``, ``budget``, ``needs_review``
 ``tether_approvals_waiting``               calls waiting for a person now
@@ -133,6 +134,9 @@ class Metrics:
         self.approvals_waiting = Gauge(
             "tether_approvals_waiting", "Calls waiting for a person's approval.", registry=r
         )
+        self.retries = Counter(
+            "tether_model_retries", "Model requests retried.", ["model"], registry=r
+        )
         self.fallbacks = Counter(
             "tether_fallbacks", "Answers served by a fallback.", ["kind"], registry=r
         )
@@ -226,6 +230,8 @@ class Metrics:
             self._child(self.cost, model).inc(float(response.cost_usd))
         if response.degraded:
             self._child(self.fallbacks, "model").inc()
+        if response.attempts > 1:
+            self._child(self.retries, model).inc(response.attempts - 1)
 
     def _escalated(self, event: Event) -> None:
         match event:
