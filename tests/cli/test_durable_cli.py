@@ -275,9 +275,11 @@ def test_run_is_journaled_listed_and_shown(cli: Cli) -> None:
     readable = cli("show", run_id, *store, env=env)
     assert readable.returncode == 0, readable.stderr
     lines = readable.stdout.splitlines()
-    assert lines[0] == "cli-hello · hi there · user -"
-    assert any("model   → echo" in line for line in lines)
-    assert any("✓ echo echo hi there" in line for line in lines)
+    assert lines[0] == f"cli-hello · hi there · user - · {run_id}"
+    assert any("  1 model " in line for line in lines)
+    assert any("  2 echo(" in line for line in lines)
+    assert any("✓ echo hi there" in line for line in lines)
+    assert any("completed" in line for line in lines[:-1]), "the tree ends with the status"
     assert lines[-1] == "completed · 6 events · attempts 0 · owner -"
 
 

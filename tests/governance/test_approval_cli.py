@@ -104,7 +104,7 @@ def test_approve_from_the_command_line_and_a_worker_finishes(tmp_path: Path) -> 
     [run] = json.loads(tether("runs", "--json").stdout)
     assert run["status"] == "completed"
     shown = tether("show", run["run_id"])
-    assert "approve approved by bob" in shown.stdout
+    assert "waits for approval" in shown.stdout and "approved by bob" in shown.stdout
 
     verified = tether("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from tether.cli.common import JsonOption, StoreOption, execute, fail, out, print_json
-from tether.cli.timeline import Timeline
+from tether.cli.tree import run_tree
 from tether.events import event_from_json, event_to_json
 from tether.observe.redact import DEFAULT_REDACTOR
 from tether.runtime import Tether
@@ -120,7 +120,7 @@ def show(
     as_json: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
-    """Print a run's timeline (--json: its journal, one JSON object per event)."""
+    """Print a run as a tree of steps, calls and results (--json: its journal as JSON)."""
 
     async def act(t: Tether) -> tuple[RunRecord | None, list[bytes]]:
         record = await t.store.get_run(run_id)
@@ -135,14 +135,7 @@ def show(
             redacted = DEFAULT_REDACTOR.redact(json.loads(line))
             typer.echo(json.dumps(redacted, ensure_ascii=False, separators=(",", ":")))
         return
-    timeline = Timeline(out)
-    task = DEFAULT_REDACTOR.redact_text(record.task)[:80]
-    out.print(
-        f"[bold]{escape(record.agent)}[/] · {escape(task)} · user {record.user or '-'}",
-        highlight=False,
-    )
-    for line in journal:
-        timeline(event_from_json(line))
+    out.print(run_tree([event_from_json(line) for line in journal]), highlight=False)
     out.print(
         f"[bold]{record.status.value}[/] · {record.events} events · attempts "
         f"{record.attempts} · owner {record.lease_owner or '-'}",
