@@ -5,6 +5,8 @@ per start) and exits when its stdin closes.
 
 - ``silent``: never answers anything, not even the handshake.
 - ``hang``: answers the handshake and ``tools/list``, never a ``tools/call``.
+- ``meta``: answers each ``tools/call`` with the request's ``_meta`` as JSON text (to
+  check what the client propagates, such as ``traceparent``).
 
 Its tools test name mapping and schemas: ``wait``, a name with ``.`` and ``/``, a
 100-character name, and ``broken`` (an invalid input schema).
@@ -31,7 +33,7 @@ TOOLS = [
 ]
 
 
-def answer(request: dict[str, Any]) -> dict[str, Any] | None:
+def answer(request: dict[str, Any], mode: str) -> dict[str, Any] | None:
     method = request.get("method")
     if method == "initialize":
         result = {
@@ -42,7 +44,10 @@ def answer(request: dict[str, Any]) -> dict[str, Any] | None:
     elif method == "tools/list":
         result = {"tools": TOOLS}
     elif method == "tools/call":
-        return None
+        if mode != "meta":
+            return None
+        meta = json.dumps(request["params"].get("_meta", {}))
+        result = {"content": [{"type": "text", "text": meta}], "isError": False}
     else:
         error = {"code": -32601, "message": f"method not found: {method}"}
         return {"jsonrpc": "2.0", "id": request["id"], "error": error}
@@ -57,7 +62,7 @@ def main() -> None:
         request = json.loads(line)
         if mode == "silent" or "id" not in request:
             continue
-        response = answer(request)
+        response = answer(request, mode)
         if response is not None:
             sys.stdout.write(json.dumps(response) + "\n")
             sys.stdout.flush()

@@ -649,3 +649,17 @@ async def test_streamable_http(http_server: str) -> None:
         assert "get-sum" in by_name(tools)
         assert await run_call(tools, "echo", {"message": "over http"}) == "Echo: over http"
         assert await run_call(tools, "get-sum", {"a": 1, "b": 2}) == "The sum of 1 and 2 is 3."
+
+
+async def test_each_call_carries_the_run_trace_in_its_meta(errlog: IO[str], pidfile: Path) -> None:
+    from tether.ids import traceparent
+
+    async with MCPToolset.stdio(
+        sys.executable, [str(HANG_SERVER), "meta", str(pidfile)], errlog=errlog, timeout=5.0
+    ) as toolset:
+        checked = check(toolset.tools, "wait", {})
+        assert isinstance(checked, Validated)
+        outcome = await execute(checked, context(), timeout_s=None, max_output_chars=1000)
+    assert not outcome.is_error, outcome.content
+    meta = json.loads(outcome.content)
+    assert meta["traceparent"] == traceparent(context().run_id)

@@ -70,9 +70,10 @@ from referencing import Registry
 
 from tether.clock import Clock, SystemClock
 from tether.errors import ConfigurationError, ToolError
+from tether.ids import traceparent
 from tether.messages import ToolDefinition
 from tether.resilience import RetryPolicy
-from tether.tools.tool import Effect, Risk, Tool
+from tether.tools.tool import Effect, Risk, RunContext, Tool
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -102,6 +103,9 @@ about 6 s: close stdin, then SIGTERM, then SIGKILL) before cancelling it."""
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
+_CONTEXT = "__tether_run__"
+"""Name the calling run's context travels under (never an MCP argument: it is added after
+validation), for the ``traceparent`` sent in each call's ``_meta``."""
 _HASH_CHARS = 8
 _MAX_PROBLEMS = 5
 _MAX_PROBLEM_CHARS = 200
@@ -711,7 +715,7 @@ class MCPToolset:
             function=self._tool_function(spec.name),
             args_model=args_model,
             result_adapter=None,
-            context_param=None,
+            context_param=_CONTEXT,
             risk=risk,
             effect=effect,
             timeout=None,
@@ -720,7 +724,9 @@ class MCPToolset:
 
     def _tool_function(self, remote: str) -> Callable[..., Any]:
         async def call_remote(**arguments: Any) -> Any:
-            return await self._call(remote, arguments)
+            context: RunContext | None = arguments.pop(_CONTEXT, None)
+            meta = None if context is None else {"traceparent": traceparent(context.run_id)}
+            return await self._call(remote, arguments, meta)
 
         call_remote.__name__ = call_remote.__qualname__ = (
             f"mcp_{_UNSAFE_CHARACTERS.sub('_', remote)}"
@@ -751,11 +757,17 @@ class MCPToolset:
 
     # Calls.
 
-    async def _call(self, remote: str, arguments: dict[str, Any]) -> Any:
+    async def _call(
+        self, remote: str, arguments: dict[str, Any], meta: dict[str, str] | None = None
+    ) -> Any:
         session = await self._acquire()
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                result = await session.client.call_tool(remote, arguments)
+                result = await session.client.call_tool(
+                    remote,
+                    arguments,
+                    meta=meta,  # type: ignore[arg-type]
+                )
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self._retire(session)
