@@ -147,3 +147,30 @@ async def test_without_an_sdk_nothing_is_kept() -> None:
         Agent(name="a", model=model, tools=[lookup]), "go"
     )
     assert recorder._runs == {}
+
+
+async def test_spans_carry_no_secrets() -> None:
+    from tether.errors import ModelError
+
+    secret = "sk-ant-api03-SECRETSECRETSECRET"
+
+    @tool(risk="read")
+    def leak(name: str) -> str:
+        """Return a secret.
+
+        Args:
+            name: Anything.
+        """
+        raise ToolError(f"denied for key {secret}")
+
+    recorder, exporter = _recorder()
+    model = ScriptedModel([call("leak", {"name": secret}), ModelError(f"bad key {secret}")])
+    await Tether(store=InMemoryStore(), subscribers=[recorder]).run(
+        Agent(name="a", model=model, tools=[leak]), f"use {secret}"
+    )
+    spans = exporter.get_finished_spans()
+    assert len(spans) >= 3
+    for span in spans:
+        assert secret not in span.name
+        assert all(secret not in str(value) for value in (span.attributes or {}).values())
+        assert secret not in (span.status.description or "")
