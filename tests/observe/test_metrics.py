@@ -194,6 +194,21 @@ def test_the_worker_serves_metrics(tmp_path: Path) -> None:
         timeout=60,
     )
     assert submitted.returncode == 0, submitted.stderr
+
+    async def spend() -> None:
+        from tether.governance.budgets import AppliedBudget, Budget, budget_book
+        from tether.store import SqliteStore
+
+        store = SqliteStore(tmp_path / "t.db")
+        daily = Budget.global_(Decimal("2"))
+        applied = AppliedBudget(key=daily.key(run_id="r", user=None, agent="a"), budget=daily)
+        ticket = await budget_book(store).reserve("r", 1, Decimal("0.5"), [applied])
+        await budget_book(store).settle(ticket, Decimal("0.5"))  # type: ignore[arg-type]
+        await store.close()
+
+    import asyncio
+
+    asyncio.run(spend())
     port = _free_port()
     worker = subprocess.Popen(
         [
@@ -225,6 +240,8 @@ def test_the_worker_serves_metrics(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert 'tether_runs_total{agent="quick",status="completed"} 1.0' in body, body[-2000:]
+        assert 'tether_budget_spent_usd{budget="global"} 0.5' in body, body[-2000:]
+        assert 'tether_budget_remaining_usd{budget="global"} 1.5' in body
     finally:
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=60)

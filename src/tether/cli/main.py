@@ -33,7 +33,7 @@ from tether.cli.common import (
 )
 from tether.cli.grants import app as grants_app
 from tether.cli.timeline import Timeline, print_summary
-from tether.errors import AgentLoadError
+from tether.errors import AgentLoadError, ConfigurationError
 from tether.loading import load_agent
 from tether.run import RunResult
 from tether.runtime import Decision, Tether
@@ -293,11 +293,12 @@ def worker(
         if log_json:
             configure_logging(json=True)
             runtime.subscribers = (*runtime.subscribers, EventLog())
-        server = None
+        server = budgets = None
         if metrics_port is not None:
             metrics = Metrics()
             runtime.subscribers = (*runtime.subscribers, metrics)
             server = serve_metrics(metrics, metrics_port, addr=metrics_addr)
+            budgets = asyncio.create_task(_budget_gauges(runtime, metrics, poll))
         pool = Worker(runtime, concurrency=concurrency, poll_interval=poll)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -305,6 +306,8 @@ def worker(
         try:
             return await pool.run(until_idle=until_idle)
         finally:
+            if budgets is not None:
+                budgets.cancel()
             if server is not None:
                 server.shutdown()
 
@@ -313,6 +316,21 @@ def worker(
         f"claimed {stats.claimed} · finished {stats.finished} · released {stats.released} · "
         f"lost {stats.lost}"
     )
+
+
+async def _budget_gauges(runtime: Tether, metrics: Any, every_s: float) -> None:
+    """Refresh the budget gauges from the store's windows while the worker runs."""
+    import asyncio
+
+    from tether.governance.budgets import budget_book
+
+    try:
+        book = budget_book(runtime.store)
+    except ConfigurationError:
+        return  # a store without budgets
+    while True:
+        metrics.observe_budgets(await book.usage())
+        await asyncio.sleep(max(every_s, 1.0))
 
 
 budgets_app = typer.Typer(
