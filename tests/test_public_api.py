@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 import tether
+import tether.critic
 import tether.governance.approvals
 import tether.governance.audit
 import tether.governance.budgets
@@ -32,6 +33,7 @@ MODULES = [
     tether.run,
     tether.toolkit,
     tether.undo,
+    tether.critic,
     tether.governance.approvals,
     tether.governance.audit,
     tether.governance.budgets,

@@ -9,6 +9,7 @@ from typing import Generic
 
 from pydantic import TypeAdapter
 
+from tether.critic import Critic
 from tether.errors import ConfigurationError
 from tether.governance.approvals import ApprovalPolicy
 from tether.models import Model, ModelSettings, resolve_model
@@ -50,6 +51,10 @@ class Agent(Generic[OutputT]):
     """Type of the final output (a pydantic model, dataclass or any type pydantic
     validates). The model must answer with matching JSON; invalid answers get feedback and
     up to ``limits.max_output_retries`` revisions. Default ``None``: plain text."""
+    critic: Critic | None = None
+    """Pure checks the final answer must pass (see :mod:`tether.critic`): a failing answer
+    goes back to the model with the problems, and after ``max_revisions`` the run ends
+    ``needs_review``. Default ``None``: a valid answer is accepted as it is."""
     approvals: ApprovalPolicy | None = None
     """Which tool calls wait for a person's approval (and how long a person has). A run
     that reaches one pauses in ``waiting_approval`` until ``tether approve`` or

@@ -21,11 +21,13 @@ __all__ = [
     "ApprovalRequested",
     "BudgetExhausted",
     "BudgetRaised",
+    "CheckResult",
     "CheckpointTaken",
     "Event",
     "LimitHit",
     "ModelFailed",
     "ModelResponded",
+    "OutputReviewed",
     "ResponseRejected",
     "ReviewDecided",
     "RunFinished",
@@ -260,6 +262,32 @@ class BudgetRaised:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    """One check of a :class:`~tether.critic.Critic` on one final answer."""
+
+    check: str
+    passed: bool
+    problem: str | None = None
+    """What to fix, when the check failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputReviewed:
+    """The critic checked a final answer; ``passed`` when every check did.
+
+    A failed review sends the problems back to the model for a revision, or, after the
+    critic's ``max_revisions``, ends the run ``needs_review``.
+    """
+
+    run_id: str
+    step: int
+    passed: bool
+    results: tuple[CheckResult, ...]
+    at: datetime
+    kind: Literal["output_reviewed"] = "output_reviewed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitHit:
     """A :class:`~tether.settings.RunLimits` cap ended the run."""
 
@@ -297,6 +325,7 @@ Event = (
     | ApprovalDecided
     | BudgetExhausted
     | BudgetRaised
+    | OutputReviewed
     | LimitHit
     | RunFinished
 )

@@ -13,10 +13,12 @@ from tether.events import (
     BudgetExhausted,
     BudgetRaised,
     CheckpointTaken,
+    CheckResult,
     Event,
     LimitHit,
     ModelFailed,
     ModelResponded,
+    OutputReviewed,
     ResponseRejected,
     ReviewDecided,
     RunFinished,
@@ -172,6 +174,16 @@ def one_of_each(run_id: str) -> list[Event]:
         ),
         BudgetRaised(
             run_id=run_id, step=8, attempt=1, budget="user:ana:day", raised_by=None, at=AT
+        ),
+        OutputReviewed(
+            run_id=run_id,
+            step=9,
+            passed=False,
+            results=(
+                CheckResult(check="cites", passed=False, problem="cite your sources"),
+                CheckResult(check="max_length(10)", passed=True),
+            ),
+            at=AT,
         ),
         LimitHit(run_id=run_id, limit="max_steps", status=RunStatus.MAX_STEPS, at=AT),
         RunFinished(

@@ -15,6 +15,7 @@ from tether.events import (
     LimitHit,
     ModelFailed,
     ModelResponded,
+    OutputReviewed,
     ResponseRejected,
     ReviewDecided,
     ToolCallFinished,
@@ -127,6 +128,11 @@ def _approval_line(event: Event) -> str | None:
                 f"[dim]{step:>4}[/] approve [yellow]? {escape(tool)} waits for a person[/] "
                 f"({why}) · tether approve {approval_id}"
             )
+        case OutputReviewed(step=step, passed=passed, results=results):
+            if passed:
+                return f"[dim]{step:>4}[/] critic  [green]passed[/] ({len(results)} checks)"
+            failed = ", ".join(r.check for r in results if not r.passed)
+            return f"[dim]{step:>4}[/] critic  [yellow]revise[/] {escape(failed)}"
         case ApprovalDecided(step=step, outcome=outcome, decided_by=decided_by):
             colour = "green" if outcome == "approved" else "red"
             who = f" by {escape(decided_by)}" if decided_by else ""

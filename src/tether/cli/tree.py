@@ -24,6 +24,7 @@ from tether.events import (
     LimitHit,
     ModelFailed,
     ModelResponded,
+    OutputReviewed,
     ResponseRejected,
     ReviewDecided,
     RunFinished,
@@ -120,6 +121,15 @@ def _note(event: Event, under: Tree, root: Tree) -> None:
             under.add(f"review: {decision} by {escape(reviewer or '-')}")
         case ResponseRejected(reason=reason):
             under.add(f"[yellow]rejected[/] {reason}")
+        case OutputReviewed():
+            _review(event, under)
+        case _:
+            _closing(event, root)
+
+
+def _closing(event: Event, root: Tree) -> None:
+    """Add the events that belong to the run as a whole: budget waits, limits, the end."""
+    match event:
         case BudgetExhausted(budget=budget):
             root.add(f"[yellow]budget {escape(budget)} exhausted[/]: waiting for a raise")
         case BudgetRaised(budget=budget, raised_by=who):
@@ -132,6 +142,17 @@ def _note(event: Event, under: Tree, root: Tree) -> None:
             root.add(f"[bold {colour}]{status.value}[/]{why}")
         case _:
             pass
+
+
+def _review(event: OutputReviewed, under: Tree) -> None:
+    if event.passed:
+        under.add("[green]critic: passed[/]")
+        return
+    verdicts = under.add("[yellow]critic: revise[/]")
+    for result in event.results:
+        if not result.passed:
+            problem = escape(_line(result.problem or ""))
+            verdicts.add(f"[red]✗ {escape(result.check)}[/] {problem}")
 
 
 def _line(text: str, limit: int = _TEXT) -> str:

@@ -28,12 +28,15 @@ from typing import Any, Generic, Literal, Protocol, runtime_checkable
 from pydantic import TypeAdapter, ValidationError
 
 from tether.clock import Clock
+from tether.critic import Critic
+from tether.critic import feedback as critique_feedback
 from tether.errors import ConfigurationError, ModelError, ReplayDivergedError, TetherError
 from tether.events import (
     BudgetExhausted,
     LimitHit,
     ModelFailed,
     ModelResponded,
+    OutputReviewed,
     ResponseRejected,
     RunFinished,
     ToolCallFinished,
@@ -115,6 +118,11 @@ class AgentSpec(Protocol[OutputT]):
     @property
     def approvals(self) -> ApprovalPolicy | None:
         """Which tool calls wait for a person's approval, or ``None`` for none."""
+        ...
+
+    @property
+    def critic(self) -> Critic | None:
+        """Checks a final answer must pass, or ``None`` for none."""
         ...
 
 
@@ -374,11 +382,40 @@ class Run(Generic[OutputT]):
                 problem = _output_feedback(exc)
         self.state.messages.append(AssistantMessage(text=response.text))
         if problem is None:
-            return _Ending(RunStatus.COMPLETED, output=output)
+            return self._critique(output)
         self.reject("output_invalid", problem)
         if self.state.output_retries >= self.limits.max_output_retries:
             return _failure(RunStatus.FAILED, "output_invalid", problem)
         self.state.output_retries += 1
+        return None
+
+    def _critique(self, output: Any) -> _Ending | None:
+        """Let the critic check a valid answer: accept it, ask for a revision, or stop."""
+        critic, state = self.agent.critic, self.state
+        if critic is None:
+            return _Ending(RunStatus.COMPLETED, output=output)
+        results = critic.review(output)
+        passed = all(r.passed for r in results)
+        self.journal.emit(
+            OutputReviewed(
+                run_id=state.run_id,
+                step=state.steps,
+                passed=passed,
+                results=results,
+                at=self.clock.now(),
+            )
+        )
+        if passed:
+            return _Ending(RunStatus.COMPLETED, output=output)
+        if state.critic_revisions >= critic.max_revisions:
+            failed = ", ".join(r.check for r in results if not r.passed)
+            message = (
+                f"the final answer still fails {failed} after {state.critic_revisions} "
+                "revision(s); a person must look at it"
+            )
+            return _failure(RunStatus.NEEDS_REVIEW, "critic_rejected", message)
+        state.critic_revisions += 1
+        state.messages.append(UserMessage(content=critique_feedback(results)))
         return None
 
     def reject(self, reason: str, message: str) -> None:

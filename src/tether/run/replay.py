@@ -23,6 +23,7 @@ from tether.events import (
     LimitHit,
     ModelFailed,
     ModelResponded,
+    OutputReviewed,
     ResponseRejected,
     ReviewDecided,
     RunFinished,
@@ -161,6 +162,7 @@ def _key(event: Event) -> tuple[str, int | str] | None:
             | ReviewDecided()
             | ApprovalRequested()
             | ApprovalDecided()
+            | OutputReviewed()
         ):
             return (event.kind, event.step)
 

@@ -26,6 +26,8 @@ class RunState:
     cost_usd: Decimal | None = Decimal(0)
     consecutive_errors: int = 0
     output_retries: int = 0
+    critic_revisions: int = 0
+    """Final answers the critic sent back for a revision."""
     last_text: str | None = None
     degraded: bool = False
     results_by_digest: dict[str, tuple[int, str]] = field(
