@@ -8,11 +8,13 @@ import inspect
 import pytest
 
 import tether
+import tether.context
 import tether.critic
 import tether.governance.approvals
 import tether.governance.audit
 import tether.governance.budgets
 import tether.governance.permissions
+import tether.memory
 import tether.models
 import tether.observe
 import tether.resilience
@@ -34,6 +36,8 @@ MODULES = [
     tether.toolkit,
     tether.undo,
     tether.critic,
+    tether.context,
+    tether.memory,
     tether.governance.approvals,
     tether.governance.audit,
     tether.governance.budgets,

@@ -9,6 +9,7 @@ from typing import Generic
 
 from pydantic import TypeAdapter
 
+from tether.context import ContextPolicy
 from tether.critic import Critic
 from tether.errors import ConfigurationError
 from tether.governance.approvals import ApprovalPolicy
@@ -55,6 +56,11 @@ class Agent(Generic[OutputT]):
     """Pure checks the final answer must pass (see :mod:`tether.critic`): a failing answer
     goes back to the model with the problems, and after ``max_revisions`` the run ends
     ``needs_review``. Default ``None``: a valid answer is accepted as it is."""
+    context: ContextPolicy | None = None
+    """What the model sees of a long run's conversation: token and message budgets, the
+    turns kept verbatim, pinned facts and how older turns are summarised (see
+    :mod:`tether.context`). Default ``None``: every request carries the whole
+    conversation."""
     approvals: ApprovalPolicy | None = None
     """Which tool calls wait for a person's approval (and how long a person has). A run
     that reaches one pauses in ``waiting_approval`` until ``tether approve`` or

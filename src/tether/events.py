@@ -7,13 +7,14 @@ and :func:`event_from_json` round-trip them exactly (``kind`` discriminates).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from tether.messages import ModelResponse
+from tether.messages import ModelResponse, Usage
 from tether.status import RunStatus
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "BudgetRaised",
     "CheckResult",
     "CheckpointTaken",
+    "ContextCompacted",
     "Event",
     "LimitHit",
     "ModelFailed",
@@ -288,6 +290,28 @@ class OutputReviewed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ContextCompacted:
+    """Before the model call of ``step``, the oldest turns were folded into a summary.
+
+    The request then carries the system prompt, the task, the pinned facts and
+    ``summary``, and the messages after the first ``folded`` ones that follow the task.
+    Resuming applies this record instead of summarising again, so the context is the
+    same. ``usage`` and ``cost_usd`` are what a model summary cost (zero otherwise).
+    """
+
+    run_id: str
+    step: int
+    folded: int
+    summary: str
+    tokens_before: int
+    tokens_after: int
+    at: datetime
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = Decimal(0)
+    kind: Literal["context_compacted"] = "context_compacted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitHit:
     """A :class:`~tether.settings.RunLimits` cap ended the run."""
 
@@ -326,6 +350,7 @@ Event = (
     | BudgetExhausted
     | BudgetRaised
     | OutputReviewed
+    | ContextCompacted
     | LimitHit
     | RunFinished
 )

@@ -6,6 +6,9 @@ journal records. Provider adapters translate them to and from their wire formats
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -20,6 +23,7 @@ __all__ = [
     "ToolResultMessage",
     "Usage",
     "UserMessage",
+    "estimate_tokens",
 ]
 
 
@@ -143,3 +147,28 @@ class ToolDefinition:
     description: str
     parameters: dict[str, Any]
     """JSON Schema (draft 2020-12) of the arguments object."""
+
+
+def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolDefinition] = ()) -> int:
+    """A high estimate of a request's input tokens: ``ceil(utf8 bytes / 3)``.
+
+    Tokenizers average about four bytes of English per token; three leaves room for
+    other text and for the provider's own framing. Counts message text, tool call names
+    and arguments, and tool definitions. Budgets reserve with it, and
+    :class:`~tether.context.ContextPolicy` uses it unless given a model's own counter.
+    """
+    size = 0
+    for message in messages:
+        match message:
+            case SystemMessage(content=text) | UserMessage(content=text):
+                size += len(text.encode())
+            case ToolResultMessage(content=text, name=name):
+                size += len(text.encode()) + len(name.encode())
+            case AssistantMessage(text=text, tool_calls=calls):
+                size += len(text.encode()) if text else 0
+                for call in calls:
+                    size += len(call.name.encode()) + len(call.arguments.encode())
+    for tool in tools:
+        size += len(tool.name.encode()) + len(tool.description.encode())
+        size += len(json.dumps(tool.parameters).encode())
+    return math.ceil(size / 3)

@@ -14,10 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from tether.errors import AgentLoadError, LeaseLostError
 from tether.loading import load_agent
+from tether.memory import Memory
 from tether.run import AgentSpec
 from tether.runtime import Tether
 from tether.store import Lease
@@ -51,6 +53,8 @@ class Worker:
             Default 0.5.
         load: How to turn an ``agent_ref`` into an agent. Default:
             :func:`~tether.loading.load_agent`, cached per reference.
+        memory: A memory directory to consolidate once a day (the logs before today
+            into ``MEMORY.md``; see :mod:`tether.memory.consolidate`). Default none.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class Worker:
         concurrency: int = 4,
         poll_interval: float = 0.5,
         load: Callable[[str], AgentSpec[Any]] = load_agent,
+        memory: Memory | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -71,6 +76,8 @@ class Worker:
         self._agents: dict[str, AgentSpec[Any]] = {}
         self._stopping = asyncio.Event()
         self._swept = float("-inf")
+        self.memory = memory
+        self._consolidated: date | None = None
 
     def stop(self) -> None:
         """Stop claiming; active runs stop at their next step and release their lease."""
@@ -102,11 +109,12 @@ class Worker:
         return self.stats
 
     async def _sweep(self) -> None:
-        """Housekeeping of dead workers and lapsed approvals, at most once per lease length.
+        """Housekeeping of dead workers, lapsed approvals and memory, at most once per lease length.
 
         Releases the budget reservations of runs whose worker died (a reservation is held
         for one model call; see :mod:`tether.governance.budgets`), and wakes runs whose
         approval requests expired unanswered, so they continue with the call denied.
+        Consolidates the memory directory, if any, once a day.
         """
         now = self.tether.clock.monotonic()
         if now - self._swept < self.tether.lease_for.total_seconds():
@@ -122,6 +130,26 @@ class Worker:
         woken = await self.tether.wake_expired()
         if woken:
             logger.info("%d runs continue after their approval requests expired", woken)
+        await self._consolidate_memory()
+
+    async def _consolidate_memory(self) -> None:
+        """Consolidate the memory directory, once per (UTC) day."""
+        memory = self.memory
+        if memory is None or self._consolidated == memory.today():
+            return
+        self._consolidated = memory.today()
+        try:
+            report = await asyncio.to_thread(memory.consolidate)
+        except Exception:  # housekeeping must not stop the worker; retried tomorrow
+            logger.exception("consolidating memory in %s failed", memory.home)
+            return
+        if report.logs:
+            logger.info(
+                "consolidated %d memory logs: %d new facts, %d merged",
+                len(report.logs),
+                report.added,
+                report.merged,
+            )
 
     async def _claim(self, free: int) -> list[Lease]:
         """Claim up to ``free`` runs at once (one store transaction where it groups them)."""

@@ -146,6 +146,16 @@ def test_layout_is_pinned() -> None:
         "budget_exhausted": ("step", "attempt", "budget", "message", "at"),
         "budget_raised": ("step", "attempt", "budget", "raised_by", "at"),
         "output_reviewed": ("step", "passed", "results", "at"),
+        "context_compacted": (
+            "step",
+            "folded",
+            "summary",
+            "tokens_before",
+            "tokens_after",
+            "at",
+            "usage",
+            "cost_usd",
+        ),
         "limit_hit": ("limit", "status", "at"),
         "run_finished": ("status", "output", "error_class", "error_message", "at"),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -32,6 +33,7 @@ from tether.cli.common import (
     print_json,
 )
 from tether.cli.grants import app as grants_app
+from tether.cli.memory import app as memory_app
 from tether.cli.timeline import Timeline, print_summary
 from tether.errors import AgentLoadError, ConfigurationError
 from tether.loading import load_agent
@@ -56,6 +58,7 @@ approvals.register(app)
 stats.register(app)
 app.add_typer(audit_app, name="audit")
 app.add_typer(grants_app, name="grants")
+app.add_typer(memory_app, name="memory")
 
 AgentArgument = Annotated[
     str, typer.Argument(metavar="AGENT", help="'path/to/file.py:agent' or 'module:agent'.")
@@ -277,6 +280,14 @@ def worker(
     log_json: Annotated[
         bool, typer.Option("--log-json", help="Log every run event as a JSON line on stderr.")
     ] = False,
+    memory_home: Annotated[
+        Path | None,
+        typer.Option(
+            "--memory-home",
+            file_okay=False,
+            help="Consolidate this memory directory once a day (see `tether memory`).",
+        ),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Execute pending runs and recover runs whose worker died. SIGTERM stops it cleanly."""
@@ -299,7 +310,10 @@ def worker(
             runtime.subscribers = (*runtime.subscribers, metrics)
             server = serve_metrics(metrics, metrics_port, addr=metrics_addr)
             budgets = asyncio.create_task(_budget_gauges(runtime, metrics, poll))
-        pool = Worker(runtime, concurrency=concurrency, poll_interval=poll)
+        from tether.memory import Memory
+
+        memory = None if memory_home is None else Memory(memory_home)
+        pool = Worker(runtime, concurrency=concurrency, poll_interval=poll, memory=memory)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, pool.stop)

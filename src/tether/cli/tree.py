@@ -20,6 +20,7 @@ from tether.events import (
     ApprovalRequested,
     BudgetExhausted,
     BudgetRaised,
+    ContextCompacted,
     Event,
     LimitHit,
     ModelFailed,
@@ -136,6 +137,11 @@ def _closing(event: Event, root: Tree) -> None:
             root.add(f"budget {escape(budget)} raised by {escape(who or '-')}")
         case LimitHit(limit=limit):
             root.add(f"[yellow]limit[/] {limit}")
+        case ContextCompacted(step=step, folded=folded, tokens_before=was, tokens_after=now):
+            root.add(
+                f"[dim]context compacted before step {step}: {folded} messages summarised, "
+                f"{was} → {now} tokens[/]"
+            )
         case RunFinished(status=status, error_class=error_class):
             colour = "green" if status is RunStatus.COMPLETED else "red"
             why = f" ({error_class})" if error_class else ""

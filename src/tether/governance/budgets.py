@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from tether.clock import Clock
 from tether.errors import ConfigurationError
 from tether.governance.audit import AuditAction, AuditLog
-from tether.messages import Message, ToolDefinition
+from tether.messages import Message, ToolDefinition, estimate_tokens
 from tether.models import ModelSettings
 from tether.models.pricing import Price
 from tether.store import InMemoryStore, SqliteStore, Store
@@ -734,26 +734,8 @@ def budget_book(store: Store) -> BudgetBook:
 
 
 def input_estimate(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> int:
-    """A high estimate of a request's input tokens: ``ceil(utf8 bytes / 3)``.
-
-    Tokenizers average about four bytes of English per token; three leaves room for
-    other text and for the provider's own framing. Counts message text, tool call
-    arguments and tool definitions.
-    """
-    size = 0
-    for message in messages:
-        for value in (
-            getattr(message, "content", None),
-            getattr(message, "text", None),
-        ):
-            if isinstance(value, str):
-                size += len(value.encode())
-        for call in getattr(message, "tool_calls", ()):
-            size += len(call.name.encode()) + len(call.arguments.encode())
-    for tool in tools:
-        size += len(tool.name.encode()) + len(tool.description.encode())
-        size += len(json.dumps(tool.parameters).encode())
-    return math.ceil(size / 3)
+    """A high estimate of a request's input tokens: :func:`~tether.messages.estimate_tokens`."""
+    return estimate_tokens(messages, tools)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

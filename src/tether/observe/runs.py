@@ -22,6 +22,7 @@ from tether.errors import ConfigurationError
 from tether.events import (
     ApprovalRequested,
     BudgetExhausted,
+    ContextCompacted,
     Event,
     ModelResponded,
     RunFinished,
@@ -83,6 +84,10 @@ def run_metrics(events: Sequence[Event]) -> RunMetrics | None:
                     None if cost is None or response.cost_usd is None else cost + response.cost_usd
                 )
                 degraded = degraded or response.degraded
+            case ContextCompacted(usage=usage, cost_usd=spent):  # a model summary's cost
+                input_tokens += usage.input_tokens
+                output_tokens += usage.output_tokens
+                cost = None if cost is None or spent is None else cost + spent
             case ToolCallFinished(step=step):
                 steps = max(steps, step)
                 tool_calls += 1

@@ -28,11 +28,13 @@ from typing import Any, Generic, Literal, Protocol, runtime_checkable
 from pydantic import TypeAdapter, ValidationError
 
 from tether.clock import Clock
+from tether.context import ContextPolicy, ContextWindow
 from tether.critic import Critic
 from tether.critic import feedback as critique_feedback
 from tether.errors import ConfigurationError, ModelError, ReplayDivergedError, TetherError
 from tether.events import (
     BudgetExhausted,
+    ContextCompacted,
     LimitHit,
     ModelFailed,
     ModelResponded,
@@ -47,6 +49,7 @@ from tether.governance.approvals import ApprovalPolicy, Approvals
 from tether.governance.budgets import Budgets, Denied
 from tether.messages import (
     AssistantMessage,
+    Message,
     ModelResponse,
     SystemMessage,
     ToolCall,
@@ -123,6 +126,11 @@ class AgentSpec(Protocol[OutputT]):
     @property
     def critic(self) -> Critic | None:
         """Checks a final answer must pass, or ``None`` for none."""
+        ...
+
+    @property
+    def context(self) -> ContextPolicy | None:
+        """What the model sees of the conversation, or ``None`` for all of it."""
         ...
 
 
@@ -229,6 +237,7 @@ class Run(Generic[OutputT]):
         )
         self._batch: list[CallRecord] = []
         """Records of the batch being executed, until they are all recorded."""
+        self.context = None if agent.context is None else ContextWindow(agent.context)
 
     async def execute(self) -> RunResult[OutputT]:
         """Run (or resume) the loop to its end and return the result."""
@@ -294,6 +303,9 @@ class Run(Generic[OutputT]):
         waits = self.replay.budget_waits.get(step, ())
         self.replay.consume(*waits)
         recorded = self.replay.models.get(step)
+        compaction = self.replay.compactions.get(step)
+        if compaction is not None:
+            self._restore_context(compaction)
         if isinstance(recorded, ModelFailed):
             self.journal.emit(recorded)
             return _failure(RunStatus.FAILED, recorded.error_class, recorded.message)
@@ -306,6 +318,8 @@ class Run(Generic[OutputT]):
                     "but the code asks the model"
                 )
             self.replay.forbid_live(f"call the model for step {step}")
+            if compaction is None:
+                await self._compact_context(step, tools)
             await self.journal.flush()
             failpoint("after_result_before_next")
             try:
@@ -480,10 +494,52 @@ class Run(Generic[OutputT]):
             messages=tuple(state.messages),
         )
 
+    def _request_messages(self) -> list[Message]:
+        """What the next request carries: the context window, or the whole conversation."""
+        if self.context is None:
+            return self.state.messages
+        return self.context.view(self.state.messages)
+
+    async def _compact_context(self, step: int, tools: Sequence[ToolDefinition]) -> None:
+        """Fold the oldest turns into the summary if the next request is over budget."""
+        if self.context is None:
+            return
+        compaction = await self.context.compact(self.state.messages, tools)
+        if compaction is None:
+            return
+        self.state.usage = self.state.usage + compaction.usage
+        self.state.add_cost(compaction.cost_usd)
+        self.journal.emit(
+            ContextCompacted(
+                run_id=self.state.run_id,
+                step=step,
+                folded=compaction.folded,
+                summary=compaction.summary,
+                tokens_before=compaction.tokens_before,
+                tokens_after=compaction.tokens_after,
+                at=self.clock.now(),
+                usage=compaction.usage,
+                cost_usd=compaction.cost_usd,
+            )
+        )
+
+    def _restore_context(self, compaction: ContextCompacted) -> None:
+        """Apply a journaled compaction (resume and replay never summarise again)."""
+        if self.context is None:
+            raise ReplayDivergedError(
+                f"run {self.state.run_id}: the journal compacts the context at step "
+                f"{compaction.step}, but agent {self.agent.name!r} has no ContextPolicy"
+            )
+        self.replay.consume(compaction)
+        self.context.apply(compaction.folded, compaction.summary)
+        self.state.usage = self.state.usage + compaction.usage
+        self.state.add_cost(compaction.cost_usd)
+
     async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
         if self.budgets is not None:
             return await self._request_within_budget(self.budgets, tools)
-        response = await self.model.request(self.state.messages, tools, self.agent.model_settings)
+        messages = self._request_messages()
+        response = await self.model.request(messages, tools, self.agent.model_settings)
         if not isinstance(response, ModelResponse):
             raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
         return response
@@ -493,20 +549,21 @@ class Run(Generic[OutputT]):
     ) -> ModelResponse:
         """Reserve the call's worst case, make it, settle its cost (release on failure)."""
         state, settings = self.state, self.agent.model_settings
+        messages = self._request_messages()
         ticket = await budgets.reserve(
             run_id=state.run_id,
             lease_epoch=self.journal.lease.epoch,
             user=state.user,
             agent=state.agent,
             model=self.model.name,
-            messages=state.messages,
+            messages=messages,
             tools=tools,
             settings=settings,
         )
         if isinstance(ticket, Denied):
             raise _BudgetRefused(ticket.budget, ticket.message)
         try:
-            response = await self.model.request(state.messages, tools, settings)
+            response = await self.model.request(messages, tools, settings)
             if not isinstance(response, ModelResponse):
                 raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
         except BaseException:

@@ -19,6 +19,7 @@ from tether.events import (
     BudgetExhausted,
     BudgetRaised,
     CheckpointTaken,
+    ContextCompacted,
     Event,
     LimitHit,
     ModelFailed,
@@ -52,6 +53,8 @@ class Replay:
         self.decisions: dict[int, ReviewDecided] = {}
         self.approval_requests: dict[int, ApprovalRequested] = {}
         self.approval_decisions: dict[int, ApprovalDecided] = {}
+        self.compactions: dict[int, ContextCompacted] = {}
+        """Context compactions, by the step whose request they shaped."""
         self.budget_waits: dict[int, list[BudgetExhausted | BudgetRaised]] = {}
         """Per model step, the waits for a raised budget and the raises, in order."""
         self.finished: RunFinished | None = None
@@ -119,27 +122,27 @@ class Replay:
         if key in self._keys:
             raise ReplayDivergedError(f"run {event.run_id}: {key} appears twice in the journal")
         self._keys.add(key)
-        match event:
-            case ModelResponded() | ModelFailed():
-                self.models[event.step] = event
-            case ToolCallStarted():
-                self.intents[event.step] = event
-            case ToolCallFinished():
-                self.results[event.step] = event
-            case ToolCallInDoubt():
-                self.in_doubt[event.step] = event
-            case ReviewDecided():
-                self.decisions[event.step] = event
-            case ApprovalRequested():
-                self.approval_requests[event.step] = event
-            case ApprovalDecided():
-                self.approval_decisions[event.step] = event
-            case BudgetExhausted() | BudgetRaised():
-                self.budget_waits.setdefault(event.step, []).append(event)
-            case RunFinished():
-                self.finished = event
-            case _:
-                pass
+        by_step = _BY_STEP.get(type(event))
+        if by_step is not None:
+            getattr(self, by_step)[event.step] = event  # type: ignore[union-attr]
+        elif isinstance(event, BudgetExhausted | BudgetRaised):
+            self.budget_waits.setdefault(event.step, []).append(event)
+        elif isinstance(event, RunFinished):
+            self.finished = event
+
+
+_BY_STEP: dict[type, str] = {
+    ModelResponded: "models",
+    ModelFailed: "models",
+    ToolCallStarted: "intents",
+    ToolCallFinished: "results",
+    ToolCallInDoubt: "in_doubt",
+    ReviewDecided: "decisions",
+    ApprovalRequested: "approval_requests",
+    ApprovalDecided: "approval_decisions",
+    ContextCompacted: "compactions",
+}
+"""Which index of :class:`Replay` holds each kind of event, by step."""
 
 
 def _key(event: Event) -> tuple[str, int | str] | None:
@@ -163,6 +166,7 @@ def _key(event: Event) -> tuple[str, int | str] | None:
             | ApprovalRequested()
             | ApprovalDecided()
             | OutputReviewed()
+            | ContextCompacted()
         ):
             return (event.kind, event.step)
 

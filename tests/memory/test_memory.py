@@ -1,0 +1,195 @@
+"""Long-term memory: readable files, search with hand edits, consolidation, size limits."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tether import Agent, InMemoryStore, RunStatus, Tether
+from tether.errors import ConfigurationError
+from tether.memory import Memory, memory_tools
+from tether.memory.files import parse_facts
+from tether.testing import FakeClock, ScriptedModel, call
+
+DAY1 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+def _memory(tmp_path: Path, **kwargs: int) -> tuple[Memory, FakeClock]:
+    clock = FakeClock(start=DAY1)
+    return Memory(tmp_path / "home", clock=clock, **kwargs), clock
+
+
+def test_remember_writes_a_daily_log_a_person_can_read(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    memory.remember("The customer prefers email.", run_id="run-a")
+    memory.remember("Chose the Tuesday slot.", kind="decision", run_id="run-a")
+    log = (tmp_path / "home" / "memory" / "2026-12-01.md").read_text()
+    assert log == (
+        "# 2026-12-01\n\n"
+        "## 09:30:00Z · fact · run run-a\nThe customer prefers email.\n\n"
+        "## 09:30:00Z · decision · run run-a\nChose the Tuesday slot.\n"
+    )
+    assert "The customer prefers email." in memory.recall()
+
+
+def test_the_same_text_from_the_same_run_is_recorded_once(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    for _ in range(3):
+        memory.remember("Invoice 42 is paid.", run_id="run-a")
+    memory.remember("Invoice 42 is paid.", run_id="run-b")
+    log = (tmp_path / "home" / "memory" / "2026-12-01.md").read_text()
+    assert log.count("Invoice 42 is paid.") == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "message"),
+    [
+        ("   ", "fact", "the text is empty"),
+        ("x" * 4001, "fact", "at most 4000 characters, not 4001"),
+        ("ok", "secret", "kind must be one of fact, decision, note"),
+    ],
+)
+def test_bad_entries_are_refused_with_the_reason_and_nothing_is_written(
+    tmp_path: Path, text: str, kind: str, message: str
+) -> None:
+    memory, _ = _memory(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        memory.remember(text, kind=kind)
+    assert not (tmp_path / "home" / "memory").exists()
+
+
+def test_search_finds_entries_and_hand_edits(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    memory.remember("The staging database is called ferret.", run_id="r1")
+    assert [h.path for h in memory.search("ferret")] == ["memory/2026-12-01.md"]
+
+    home = tmp_path / "home"
+    log = home / "memory" / "2026-12-01.md"
+    log.write_text(log.read_text() + "\n## added by hand\nThe backup window is 02:00 UTC.\n")
+    (home / "MEMORY.md").write_text("# Memory\n\n- Ops on-call is Dana.\n")
+    (home / "memory" / "2026-11-30.md").write_text("A page without headings about walrus.\n")
+    assert memory.search("backup window")[0].text == "The backup window is 02:00 UTC."
+    assert memory.search("on-call")[0].path == "MEMORY.md"
+    assert memory.search("walrus")[0].path == "memory/2026-11-30.md"
+    (home / "memory" / "2026-11-30.md").unlink()
+    assert memory.search("walrus") == []
+    # Deleting the index is safe: it is rebuilt from the files.
+    (home / "index.db").unlink()
+    assert memory.search("ferret")[0].text == "The staging database is called ferret."
+
+
+@pytest.mark.parametrize("query", ['"ferret', "ferret OR", "NEAR(ferret", "ferret*", "-ferret", ""])
+def test_search_treats_query_syntax_as_words(tmp_path: Path, query: str) -> None:
+    memory, _ = _memory(tmp_path)
+    memory.remember("The staging database is called ferret.")
+    hits = memory.search(query)
+    assert [h.text for h in hits] == (["The staging database is called ferret."] if query else [])
+
+
+def test_consolidation_merges_duplicates_keeps_provenance_and_archives(tmp_path: Path) -> None:
+    memory, clock = _memory(tmp_path)
+    home = tmp_path / "home"
+    memory.remember("The customer prefers email.", run_id="run-a")
+    memory.remember("Looked at 3 invoices.", kind="note", run_id="run-a")
+    clock.advance(timedelta(days=1))
+    memory.remember("the customer prefers EMAIL", run_id="run-b")
+    memory.remember("Use the EU region.", kind="decision", run_id="run-b")
+    clock.advance(timedelta(days=1))
+    memory.remember("Today's entry waits.", run_id="run-c")
+    (home / "MEMORY.md").write_text("# Memory\n\n- Ops on-call is Dana.\n")
+
+    report = memory.consolidate()
+
+    assert report.logs == ("2026-12-01.md", "2026-12-02.md")
+    assert (report.entries, report.added, report.merged, report.overflowed) == (4, 2, 1, 0)
+    facts = parse_facts((home / "MEMORY.md").read_text())
+    assert facts == [
+        "Ops on-call is Dana.",
+        "The customer prefers email. _(runs: run-a, run-b; 2026-12-01 to 2026-12-02)_",
+        "Use the EU region. _(runs: run-b; 2026-12-02)_",
+    ]
+    assert sorted(p.name for p in (home / "memory").iterdir()) == ["2026-12-03.md", "archive"]
+    assert memory.search("invoices")[0].path == "memory/archive/2026-12-01.md"
+    assert memory.consolidate().logs == ()
+    assert parse_facts((home / "MEMORY.md").read_text()) == facts
+
+    clock.advance(timedelta(days=1))
+    memory.remember("The customer prefers email!", run_id="run-d")
+    memory.consolidate(include_today=True)
+    assert "runs: run-a, run-b, run-c, run-d" not in (home / "MEMORY.md").read_text()
+    assert (
+        "_(runs: run-a, run-b, run-d; 2026-12-01 to 2026-12-04)_"
+        in (home / "MEMORY.md").read_text()
+    )
+
+
+def test_nothing_is_lost_at_the_size_limits(tmp_path: Path) -> None:
+    memory, clock = _memory(tmp_path, max_log_bytes=1500, max_memory_chars=1200)
+    texts = [f"Fact number {i} about the account {i * 7}." for i in range(120)]
+    for i, text in enumerate(texts):
+        if i % 30 == 0:
+            clock.advance(timedelta(days=1))
+        memory.remember(text, run_id=f"run-{i}")  # never refused
+    memory.consolidate(include_today=True)
+
+    home = tmp_path / "home"
+    kept = parse_facts((home / "MEMORY.md").read_text())
+    moved = parse_facts((home / "memory" / "archive" / "facts-overflow.md").read_text())
+    assert len((home / "MEMORY.md").read_text()) <= 1200
+    found = sorted(f.split(" _(")[0] for f in kept + moved)
+    assert found == sorted(texts), "every fact is in MEMORY.md or the overflow, once"
+    assert kept and "Fact number 119 " in kept[-1], "the newest facts stay in MEMORY.md"
+    for text in (texts[0], texts[60], texts[119]):
+        assert memory.search(text)[0].text.startswith(text)
+
+
+def test_state_json_is_updated_atomically_and_bad_values_are_refused(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    assert memory.state() == {}
+    assert memory.update_state({"cursor": 3, "owner": "ops"}) == {"cursor": 3, "owner": "ops"}
+    assert memory.update_state({"owner": None}) == {"cursor": 3}
+    assert json.loads((tmp_path / "home" / "state.json").read_text()) == {"cursor": 3}
+    with pytest.raises(ValueError, match="state must be JSON"):
+        memory.update_state({"when": datetime.now()})
+    (tmp_path / "home" / "state.json").write_text("[1, 2")
+    with pytest.raises(ConfigurationError, match="is not valid JSON"):
+        memory.update_state({"cursor": 4})
+    assert (tmp_path / "home" / "state.json").read_text() == "[1, 2"
+    assert not list((tmp_path / "home").glob(".state.json.*")), "no temporary file left"
+
+
+def test_bad_limits_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="at least 1000"):
+        Memory(tmp_path, max_log_bytes=10)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError, match="is not a directory"):
+        Memory(tmp_path / "file")
+
+
+@pytest.mark.anyio
+async def test_an_agent_remembers_searches_and_recalls_in_a_run(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    model = ScriptedModel(
+        [
+            call("remember", {"text": "Deploys happen on Thursdays.", "kind": "decision"}),
+            call("search_memory", {"query": "deploys thursdays"}),
+            call("recall", {}),
+            call("remember", {"text": "x" * 5000}),
+            "done",
+        ]
+    )
+    agent = Agent(name="ops", model=model, tools=memory_tools(memory))
+    result = await Tether(store=InMemoryStore()).run(agent, "note the deploy day")
+    assert result.status is RunStatus.COMPLETED
+    results = [m.content for m in result.messages if m.role == "tool"]
+    assert results[0] == "remembered in 2026-12-01.md"
+    assert "Deploys happen on Thursdays." in results[1]
+    assert f"run {result.run_id}" in results[1]
+    assert "Deploys happen on Thursdays." in results[2]
+    assert "at most 4000 characters" in results[3]
+    log = (tmp_path / "home" / "memory" / "2026-12-01.md").read_text()
+    assert f"· decision · run {result.run_id}" in log
+    assert "xxxxx" not in log
