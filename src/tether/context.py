@@ -269,23 +269,47 @@ class Compaction:
 class ContextWindow:
     """The context of one run: which messages are folded, and the summary of them.
 
-    Owned by one run. ``view`` is what the next request carries; ``compact`` folds the
-    oldest turns when it is over budget; ``apply`` restores a journaled compaction.
+    Owned by one run, whose conversation only grows. ``view`` is what the next request
+    carries; ``compact`` folds the oldest turns when it is over budget; ``apply``
+    restores a journaled compaction. Each message is counted once, as shown, and a
+    request's tokens are the sum of its messages' and its tools' (for the default
+    estimate, at least the count of the request as a whole).
     """
 
     def __init__(self, policy: ContextPolicy) -> None:
         self.policy = policy
         self.folded = 0
+        """Messages after the task that the summary stands for."""
         self.summary: str | None = None
+        self._notes: list[Message] = []
+        self._notes_tokens = 0
+        self._tools: tuple[Sequence[ToolDefinition], int] | None = None
+        self._sizes = [0]
+        """``_sizes[i]``: tokens of the first ``i`` messages of the conversation, as shown."""
+        self.apply(0, "")
 
     def view(self, messages: Sequence[Message]) -> list[Message]:
         """The messages the next request carries."""
-        head, rest = _split_head(messages)
-        return [*head, *self._notes(self.summary), *map(self._shown, rest[self.folded :])]
+        start = _head_end(messages)
+        kept = messages[start + self.folded :]
+        if self.policy.max_tool_output_chars is not None:
+            kept = [self._shown(m) for m in kept]
+        return [*messages[:start], *self._notes, *kept]
 
     def apply(self, folded: int, summary: str) -> None:
         """Take a journaled compaction as the current state."""
-        self.folded, self.summary = folded, summary
+        self.folded, self.summary = folded, summary or None
+        self._notes = _notes(self.policy.pinned, self.summary)
+        self._notes_tokens = self.policy.count_tokens(self._notes, ()) if self._notes else 0
+
+    def size(self, messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> tuple[int, int]:
+        """The next request's messages and tokens."""
+        sizes = self._count(messages)
+        start = _head_end(messages)
+        kept_from = start + self.folded
+        tokens = sizes[start] + self._notes_tokens + sizes[-1] - sizes[kept_from]
+        count = start + len(self._notes) + len(messages) - kept_from
+        return count, tokens + self._tools_tokens(tools)
 
     async def compact(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
@@ -296,28 +320,27 @@ class ContextWindow:
         nothing can be folded (only the latest turn is left).
         """
         policy = self.policy
-        view = self.view(messages)
-        before = policy.count_tokens(view, tools)
-        if self._fits(view, before, share=1.0):
+        count, before = self.size(messages, tools)
+        if self._fits(count, before, share=1.0):
             return None
-        head, rest = _split_head(messages)
-        cut = self._cut(head, rest, tools)
+        start = _head_end(messages)
+        cut = self._cut(messages, start, tools)
         if cut is None:
             logger.warning(
                 "context of %d tokens and %d messages is over budget, and only its latest turn "
                 "is left to keep",
                 before,
-                len(view),
+                count,
             )
             return None
+        rest = messages[start:]
         first = 1 + sum(isinstance(m, AssistantMessage) for m in rest[: self.folded])
         turns = _turns(rest[self.folded : cut], first)
         summary = await policy.summarizer.summarize(self.summary, turns, policy.summary_chars)
         text = _newest_lines(summary.text.splitlines(), policy.summary_chars)
         self.apply(cut, text)
-        after_view = self.view(messages)
-        after = policy.count_tokens(after_view, tools)
-        if not self._fits(after_view, after, share=1.0):
+        count, after = self.size(messages, tools)
+        if not self._fits(count, after, share=1.0):
             logger.warning("context is still over budget after folding: %d tokens", after)
         return Compaction(
             folded=cut,
@@ -329,51 +352,57 @@ class ContextWindow:
         )
 
     def _cut(
-        self, head: Sequence[Message], rest: Sequence[Message], tools: Sequence[ToolDefinition]
+        self, messages: Sequence[Message], start: int, tools: Sequence[ToolDefinition]
     ) -> int | None:
-        """Where the kept part starts: a turn boundary after ``folded``, or ``None``."""
-        policy = self.policy
+        """Where the kept part starts (after the task): a turn boundary, or ``None``.
+
+        Plans with the largest summary the policy allows, so the real one fits too.
+        """
+        policy, sizes = self.policy, self._sizes
         starts = [
             i
-            for i in range(self.folded, len(rest))
-            if i == self.folded or isinstance(rest[i], AssistantMessage)
+            for i in range(self.folded, len(messages) - start)
+            if i == self.folded or isinstance(messages[start + i], AssistantMessage)
         ]
         if len(starts) < 2:
             return None
-        # Plan with the largest summary the policy allows, so the real one fits too.
-        notes = self._notes("x" * policy.summary_chars)
-        shown = [self._shown(m) for m in rest]
+        notes = _notes(policy.pinned, "x" * policy.summary_chars)
+        fixed = sizes[start] + policy.count_tokens(notes, ()) + self._tools_tokens(tools)
 
-        def fits(start: int, share: float) -> bool:
-            view = [*head, *notes, *shown[start:]]
-            return self._fits(view, policy.count_tokens(view, tools), share=share)
+        def fits(kept_from: int, share: float) -> bool:
+            tokens = fixed + sizes[-1] - sizes[start + kept_from]
+            count = start + len(notes) + len(messages) - start - kept_from
+            return self._fits(count, tokens, share=share)
 
         candidates = starts[1:]
         keep_from = starts[-policy.keep_turns] if len(starts) > policy.keep_turns else starts[1]
-        for start in candidates:
-            if start <= keep_from and fits(start, policy.compact_to):
-                return start
-        for start in candidates:
-            if start >= keep_from and fits(start, 1.0):
-                return start
+        for kept_from in candidates:
+            if kept_from <= keep_from and fits(kept_from, policy.compact_to):
+                return kept_from
+        for kept_from in candidates:
+            if kept_from >= keep_from and fits(kept_from, 1.0):
+                return kept_from
         return starts[-1]
 
-    def _fits(self, view: Sequence[Message], tokens: int, *, share: float) -> bool:
+    def _count(self, messages: Sequence[Message]) -> list[int]:
+        """The running token sums, extended to every message (each counted once)."""
+        sizes, count = self._sizes, self.policy.count_tokens
+        if len(messages) + 1 < len(sizes):  # not the conversation counted so far
+            del sizes[1:]
+        for message in messages[len(sizes) - 1 :]:
+            sizes.append(sizes[-1] + count([self._shown(message)], ()))
+        return sizes
+
+    def _tools_tokens(self, tools: Sequence[ToolDefinition]) -> int:
+        if self._tools is None or self._tools[0] is not tools:
+            self._tools = (tools, self.policy.count_tokens((), tools) if tools else 0)
+        return self._tools[1]
+
+    def _fits(self, messages: int, tokens: int, *, share: float) -> bool:
         policy = self.policy
         if policy.max_tokens is not None and tokens > policy.max_tokens * share:
             return False
-        return policy.max_messages is None or len(view) <= max(4, int(policy.max_messages * share))
-
-    def _notes(self, summary: str | None) -> list[Message]:
-        pinned = self.policy.pinned
-        if not pinned and not summary:
-            return []
-        parts = [_NOTES_HEADER]
-        if pinned:
-            parts.append("Pinned facts:\n" + "\n".join(f"- {fact}" for fact in pinned))
-        if summary:
-            parts.append(f"Summary of earlier turns:\n{summary}")
-        return [UserMessage(content="\n\n".join(parts))]
+        return policy.max_messages is None or messages <= max(4, int(policy.max_messages * share))
 
     def _shown(self, message: Message) -> Message:
         cap = self.policy.max_tool_output_chars
@@ -382,12 +411,24 @@ class ContextWindow:
         return replace(message, content=truncate_output(message.content, cap))
 
 
-def _split_head(messages: Sequence[Message]) -> tuple[Sequence[Message], Sequence[Message]]:
-    """The system prompt and task (up to the first user message), and the rest."""
+def _notes(pinned: Sequence[str], summary: str | None) -> list[Message]:
+    """The message of pinned facts and the summary, right after the task (if any)."""
+    if not pinned and not summary:
+        return []
+    parts = [_NOTES_HEADER]
+    if pinned:
+        parts.append("Pinned facts:\n" + "\n".join(f"- {fact}" for fact in pinned))
+    if summary:
+        parts.append(f"Summary of earlier turns:\n{summary}")
+    return [UserMessage(content="\n\n".join(parts))]
+
+
+def _head_end(messages: Sequence[Message]) -> int:
+    """Where the system prompt and task end (after the first user message)."""
     for index, message in enumerate(messages):
         if isinstance(message, UserMessage):
-            return messages[: index + 1], messages[index + 1 :]
-    return messages, ()
+            return index + 1
+    return len(messages)
 
 
 def _turns(messages: Sequence[Message], first: int) -> list[Turn]:

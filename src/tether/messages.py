@@ -159,15 +159,14 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolDefinition]
     """
     size = 0
     for message in messages:
-        match message:
-            case SystemMessage(content=text) | UserMessage(content=text):
-                size += len(text.encode())
-            case ToolResultMessage(content=text, name=name):
-                size += len(text.encode()) + len(name.encode())
-            case AssistantMessage(text=text, tool_calls=calls):
-                size += len(text.encode()) if text else 0
-                for call in calls:
-                    size += len(call.name.encode()) + len(call.arguments.encode())
+        if isinstance(message, AssistantMessage):
+            size += len(message.text.encode()) if message.text else 0
+            for call in message.tool_calls:
+                size += len(call.name.encode()) + len(call.arguments.encode())
+        else:
+            size += len(message.content.encode())
+            if isinstance(message, ToolResultMessage):
+                size += len(message.name.encode())
     for tool in tools:
         size += len(tool.name.encode()) + len(tool.description.encode())
         size += len(json.dumps(tool.parameters).encode())
