@@ -193,3 +193,46 @@ async def test_an_agent_remembers_searches_and_recalls_in_a_run(tmp_path: Path) 
     log = (tmp_path / "home" / "memory" / "2026-12-01.md").read_text()
     assert f"· decision · run {result.run_id}" in log
     assert "xxxxx" not in log
+
+
+def test_a_fact_seen_again_comes_back_from_the_overflow_once(tmp_path: Path) -> None:
+    memory, clock = _memory(tmp_path, max_memory_chars=1000)
+    home = tmp_path / "home"
+    memory.remember("The oldest fact, about the blue server.", run_id="run-old")
+    for i in range(30):
+        clock.advance(timedelta(hours=1))
+        memory.remember(f"Newer fact {i} about the rack layout.", run_id=f"run-{i}")
+    clock.advance(timedelta(days=1))
+    memory.consolidate()
+    overflow = home / "memory" / "archive" / "facts-overflow.md"
+    assert "blue server" in overflow.read_text()
+    assert "blue server" not in (home / "MEMORY.md").read_text()
+
+    memory.remember("The oldest fact, about the BLUE server!", run_id="run-new")
+    clock.advance(timedelta(days=1))
+    memory.consolidate()
+    facts = parse_facts((home / "MEMORY.md").read_text())
+    back = [f for f in facts if "blue server" in f]
+    assert back == [
+        "The oldest fact, about the blue server. _(runs: run-old, run-new; 2026-12-01 to 2026-12-03)_"
+    ]
+    assert "blue server" not in overflow.read_text()
+
+
+def test_a_fact_left_in_both_files_by_a_crash_is_merged_into_one(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    home = tmp_path / "home"
+    (home / "memory" / "archive").mkdir(parents=True)
+    (home / "MEMORY.md").write_text("- Port 8443 is open. _(runs: r1; 2026-11-20)_\n")
+    (home / "memory" / "archive" / "facts-overflow.md").write_text(
+        "- Port 8443 is open. _(runs: r0; 2026-11-02 to 2026-11-03)_\n- Kept aside.\n"
+    )
+    memory.remember("Something new.", run_id="r2")
+    memory.consolidate(include_today=True)
+    assert parse_facts((home / "MEMORY.md").read_text()) == [
+        "Port 8443 is open. _(runs: r1, r0; 2026-11-02 to 2026-11-20)_",
+        "Something new. _(runs: r2; 2026-12-01)_",
+    ]
+    assert parse_facts((home / "memory" / "archive" / "facts-overflow.md").read_text()) == [
+        "Kept aside."
+    ]

@@ -7,18 +7,21 @@ seen. When ``MEMORY.md`` would outgrow its size, the facts seen least recently m
 ``memory/archive/facts-overflow.md``, where search still finds them: the size is met by
 moving, never by dropping or refusing. Consolidated logs move to ``memory/archive/``.
 
-A crash part-way is safe: ``MEMORY.md`` is written before any log is archived, and
-consolidating the same log again merges into the same facts.
+A crash part-way is safe: ``MEMORY.md`` is written before any log is archived,
+consolidating the same log again merges into the same facts, a log already copied to the
+archive is not copied twice, and the temporary files of killed writers are removed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
-from tether.memory.files import MemoryFiles, parse_entries, parse_facts
+from tether.memory.files import Entry, MemoryFiles, parse_entries, parse_facts
 
 __all__ = ["Consolidation", "consolidate_locked"]
 
@@ -49,6 +52,12 @@ class _Fact:
             self.first = day if self.first is None else min(self.first, day)
             self.last = day if self.last is None else max(self.last, day)
 
+    def merge(self, other: _Fact) -> None:
+        for run_id in other.runs:
+            self.seen(None, run_id)
+        for day in (other.first, other.last):
+            self.seen(day, None)
+
     def render(self) -> str:
         if self.first is None:
             return f"- {self.text}"
@@ -78,45 +87,91 @@ class Consolidation:
 def consolidate_locked(
     files: MemoryFiles, *, through: date, max_memory_chars: int
 ) -> Consolidation:
-    """Consolidate the daily logs dated ``through`` or earlier. Hold ``files.locked()``."""
+    """Consolidate the daily logs dated ``through`` or earlier. Hold ``files.locked()``.
+
+    Each fact is in ``MEMORY.md`` or in the overflow file, once: a fact seen again comes
+    back from the overflow. The files are written so that a crash between two writes
+    leaves a fact in both (merged by the next consolidation), never in neither.
+    """
     logs = [(day, path) for day, path in files.daily_logs() if day <= through]
-    facts = _read_facts(files.read(files.memory_md))
-    by_key = {_key(f.text): f for f in facts}
-    entries = added = merged = 0
+    overflow_path = files.archive / "facts-overflow.md"
+    book = _Book(files.read(files.memory_md), files.read(overflow_path))
     for day, path in logs:
         for entry in parse_entries(files.read(path)):
-            entries += 1
-            parts = [p.strip() for p in entry.heading.split("·")]
-            kind = parts[1] if len(parts) > 1 else None
-            if kind is not None and kind not in PROMOTED_KINDS:
-                continue
-            text = " ".join(entry.text.split())
-            fact = by_key.get(_key(text))
-            if fact is None:
-                fact = by_key[_key(text)] = _Fact(text)
-                facts.append(fact)
-                added += 1
-            else:
-                merged += 1
-            fact.seen(day, entry.run_id)
-    kept, moved = _fit(facts, max_memory_chars)
-    if moved:
-        overflow = files.archive / "facts-overflow.md"
-        previous = files.read(overflow) or _OVERFLOW_HEADER
-        files.write(overflow, previous + "".join(f.render() + "\n" for f in moved))
-    if logs or moved or added or merged:
-        files.write(files.memory_md, _HEADER + "".join(f.render() + "\n" for f in kept))
+            book.absorb(day, entry)
+    kept, moved = _fit(book.facts, max_memory_chars)
+    for fact in moved:
+        book.archived[_key(fact.text)] = fact
+    if moved:  # the moved facts reach the overflow before they leave MEMORY.md
+        _write_facts(files, overflow_path, _OVERFLOW_HEADER, book.archived.values())
+    if logs or moved or book.added or book.merged:
+        _write_facts(files, files.memory_md, _HEADER, kept)
+    if book.archived:  # without the facts now back in MEMORY.md
+        kept_keys = {_key(f.text) for f in kept}
+        remaining = [f for k, f in book.archived.items() if k not in kept_keys]
+        _write_facts(files, overflow_path, _OVERFLOW_HEADER, remaining)
     for _, path in logs:
-        target = files.archive / path.name
-        files.write(target, files.read(target) + files.read(path))
-        os.unlink(path)
+        _archive_log(files, path)
+    files.remove_temporary()
     return Consolidation(
         logs=tuple(p.name for _, p in logs),
-        entries=entries,
-        added=added,
-        merged=merged,
+        entries=book.entries,
+        added=book.added,
+        merged=book.merged,
         overflowed=len(moved),
     )
+
+
+class _Book:
+    """The facts of ``MEMORY.md`` and of the overflow, and what absorbing entries did."""
+
+    def __init__(self, memory_md: str, overflow: str) -> None:
+        self.facts = _read_facts(memory_md)
+        self.by_key = {_key(f.text): f for f in self.facts}
+        self.archived: dict[str, _Fact] = {}
+        for fact in _read_facts(overflow):
+            key = _key(fact.text)
+            same = self.by_key.get(key) or self.archived.get(key)
+            if same is not None:  # left twice by a crash: merge
+                same.merge(fact)
+            else:
+                self.archived[key] = fact
+        self.entries = self.added = self.merged = 0
+
+    def absorb(self, day: date, entry: Entry) -> None:
+        """Count one log entry; promote it to a fact (new, merged, or back from overflow)."""
+        self.entries += 1
+        parts = [p.strip() for p in entry.heading.split("·")]
+        if len(parts) > 1 and parts[1] not in PROMOTED_KINDS:
+            return
+        text = " ".join(entry.text.split())
+        key = _key(text)
+        fact = self.by_key.get(key)
+        if fact is not None:
+            self.merged += 1
+        else:
+            back = self.archived.get(key)
+            self.merged += back is not None
+            self.added += back is None
+            fact = self.by_key[key] = back or _Fact(text)
+            self.facts.append(fact)
+        fact.seen(day, entry.run_id)
+
+
+def _archive_log(files: MemoryFiles, path: Path) -> None:
+    """Move a consolidated log to the archive (appended to a copy of the same day)."""
+    target, text = files.archive / path.name, files.read(path)
+    copied = files.read(target)
+    if not copied.endswith(text):  # else a killed consolidation already copied it
+        separator = "\n" if copied and not copied.endswith("\n\n") else ""
+        files.write(target, copied + separator + text)
+    os.unlink(path)
+
+
+def _write_facts(files: MemoryFiles, path: Path, header: str, facts: Iterable[_Fact]) -> None:
+    text = header + "".join(f.render() + "\n" for f in facts)
+    if files.read(path) != text:
+        files.write(path, text)
 
 
 def _read_facts(markdown: str) -> list[_Fact]:

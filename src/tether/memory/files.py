@@ -34,7 +34,8 @@ from tether.errors import ConfigurationError
 
 __all__ = ["Entry", "MemoryFiles", "format_entry", "parse_entries", "parse_facts"]
 
-_ENTRY = re.compile(r"^## (?P<heading>.*)$", re.MULTILINE)
+_HEADING = re.compile(r"^(?P<level>##?) (?P<heading>.*)$", re.MULTILINE)
+"""A level-1 heading (a log's date) ends an entry; a level-2 heading starts one."""
 _DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.md$")
 
 
@@ -56,18 +57,18 @@ class Entry:
 def format_entry(at: datetime, kind: str, run_id: str | None, text: str) -> str:
     """The Markdown of one daily-log entry."""
     heading = f"{at:%H:%M:%S}Z · {kind}" + (f" · run {run_id}" if run_id else "")
-    body = text.strip().replace("\n## ", "\n### ")  # an entry never starts another
+    body = re.sub(r"^(##?) ", r"#\1 ", text.strip(), flags=re.MULTILINE)  # never a heading
     return f"## {heading}\n{body}\n"
 
 
 def parse_entries(markdown: str) -> list[Entry]:
     """The ``## `` entries of a daily log; text before the first one is ignored."""
-    marks = list(_ENTRY.finditer(markdown))
-    entries = []
+    marks = list(_HEADING.finditer(markdown))
     ends = [m.start() for m in marks[1:]] + [len(markdown)]
+    entries = []
     for mark, end in zip(marks, ends[: len(marks)], strict=True):
         text = markdown[mark.end() : end].strip()
-        if text:
+        if mark.group("level") == "##" and text:
             entries.append(Entry(heading=mark.group("heading").strip(), text=text))
     return entries
 
@@ -162,6 +163,20 @@ class MemoryFiles:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+    def remove_temporary(self) -> int:
+        """Remove the temporary files of writers killed mid-write. Hold :meth:`locked`.
+
+        Returns how many were removed. While the lock is held no write is in progress,
+        so every temporary file left is stale.
+        """
+        removed = 0
+        for folder in (self.home, self.logs, self.archive):
+            if folder.is_dir():
+                for path in folder.glob(".*.tmp"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def read_state(self) -> dict[str, Any]:
         """``state.json`` as a dict (empty when missing).
