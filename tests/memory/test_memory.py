@@ -214,7 +214,8 @@ def test_a_fact_seen_again_comes_back_from_the_overflow_once(tmp_path: Path) -> 
     facts = parse_facts((home / "MEMORY.md").read_text())
     back = [f for f in facts if "blue server" in f]
     assert back == [
-        "The oldest fact, about the blue server. _(runs: run-old, run-new; 2026-12-01 to 2026-12-03)_"
+        "The oldest fact, about the blue server. "
+        "_(runs: run-old, run-new; 2026-12-01 to 2026-12-03)_"
     ]
     assert "blue server" not in overflow.read_text()
 
