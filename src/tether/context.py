@@ -30,10 +30,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 from tether.errors import ConfigurationError
+from tether.events import ContextCompacted
 from tether.messages import (
     AssistantMessage,
     Message,
@@ -48,7 +50,6 @@ from tether.models import Model, ModelSettings, resolve_model
 from tether.tools import truncate_output
 
 __all__ = [
-    "Compaction",
     "ContextPolicy",
     "ContextWindow",
     "DeterministicSummarizer",
@@ -253,19 +254,6 @@ class ContextPolicy:
         return max(200, min(self.max_summary_chars, self.max_tokens * 3 // 4))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Compaction:
-    """What one compaction decided: journaled as ``ContextCompacted``."""
-
-    folded: int
-    """Messages after the task now folded into the summary (all compactions so far)."""
-    summary: str
-    tokens_before: int
-    tokens_after: int
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: Decimal | None = Decimal(0)
-
-
 class ContextWindow:
     """The context of one run: which messages are folded, and the summary of them.
 
@@ -312,12 +300,18 @@ class ContextWindow:
         return count, tokens + self._tools_tokens(tools)
 
     async def compact(
-        self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
-    ) -> Compaction | None:
-        """Fold the oldest turns if the next request would exceed a budget.
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        *,
+        run_id: str,
+        step: int,
+        at: datetime,
+    ) -> ContextCompacted | None:
+        """Fold the oldest turns if the request of ``step`` would exceed a budget.
 
-        Returns the compaction (already applied), or ``None`` when the request fits or
-        nothing can be folded (only the latest turn is left).
+        Returns the compaction (already applied) to journal, or ``None`` when the request
+        fits or nothing can be folded (only the latest turn is left).
         """
         policy = self.policy
         count, before = self.size(messages, tools)
@@ -342,11 +336,14 @@ class ContextWindow:
         count, after = self.size(messages, tools)
         if not self._fits(count, after, share=1.0):
             logger.warning("context is still over budget after folding: %d tokens", after)
-        return Compaction(
+        return ContextCompacted(
+            run_id=run_id,
+            step=step,
             folded=cut,
             summary=text,
             tokens_before=before,
             tokens_after=after,
+            at=at,
             usage=summary.usage,
             cost_usd=summary.cost_usd,
         )

@@ -504,24 +504,15 @@ class Run(Generic[OutputT]):
         """Fold the oldest turns into the summary if the next request is over budget."""
         if self.context is None:
             return
-        compaction = await self.context.compact(self.state.messages, tools)
+        state = self.state
+        compaction = await self.context.compact(
+            state.messages, tools, run_id=state.run_id, step=step, at=self.clock.now()
+        )
         if compaction is None:
             return
-        self.state.usage = self.state.usage + compaction.usage
-        self.state.add_cost(compaction.cost_usd)
-        self.journal.emit(
-            ContextCompacted(
-                run_id=self.state.run_id,
-                step=step,
-                folded=compaction.folded,
-                summary=compaction.summary,
-                tokens_before=compaction.tokens_before,
-                tokens_after=compaction.tokens_after,
-                at=self.clock.now(),
-                usage=compaction.usage,
-                cost_usd=compaction.cost_usd,
-            )
-        )
+        state.usage = state.usage + compaction.usage
+        state.add_cost(compaction.cost_usd)
+        self.journal.emit(compaction)
 
     def _restore_context(self, compaction: ContextCompacted) -> None:
         """Apply a journaled compaction (resume and replay never summarise again)."""
