@@ -372,3 +372,21 @@ async def test_show_and_the_timeline_draw_each_compaction() -> None:
     )
     assert line in drawn.getvalue()
     assert f"context {first.folded} messages summarised" in live.getvalue()
+
+
+@pytest.mark.local_model
+async def test_the_local_models_own_tokenizer_bounds_every_request() -> None:
+    """With the model's exact counter, every request fits the model's real window."""
+    from tests.models.conftest import require_local_model
+    from tether.models.local import LocalModel
+
+    require_local_model()
+    local = LocalModel()
+    budget = 1200
+    model = FunctionModel(lambda messages, tools: _next_call(messages, 80))
+    policy = ContextPolicy(max_tokens=budget, keep_turns=2, count_tokens=local.count_tokens)
+    result = await Tether(store=InMemoryStore()).run(_agent(model, policy), "take 300 notes")
+    assert result.status is RunStatus.COMPLETED
+    exact = [local.count_tokens(r.messages, r.tools) for r in model.requests]
+    assert max(exact) <= budget
+    assert local.count_tokens(result.messages, model.requests[-1].tools) > 5 * budget

@@ -178,6 +178,11 @@ class TestLocalModel:
         assert most == 1  # llama.cpp was never entered by two threads at once
         assert first.text and second.text
 
+    async def test_count_tokens_is_the_prompt_the_model_reads(self, model: LocalModel) -> None:
+        response = await model.request(SUM, [ADD], SHORT)
+        assert model.count_tokens(SUM, [ADD]) == response.usage.input_tokens
+        assert model.count_tokens(SUM, []) < model.count_tokens(SUM, [ADD])
+
     async def test_context_overflow_is_context_too_long(self) -> None:
         require_local_model()
         small = LocalModel(context_tokens=256)

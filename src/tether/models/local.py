@@ -144,6 +144,20 @@ class LocalModel:
         prompt = render_prompt(messages, tools)
         return await asyncio.to_thread(self._generate, prompt, tools, budget, temperature)
 
+    def count_tokens(self, messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> int:
+        """The exact prompt tokens of a request, by this model's own tokenizer.
+
+        Pass it as :attr:`tether.context.ContextPolicy.count_tokens` to bound a run's
+        context by the model's real window. Loads the model on first use (blocking).
+        """
+        prompt = render_prompt(messages, tools).encode()
+        llama = self._llama
+        if llama is None:
+            with self._lock:
+                llama = self._load()
+        # Tokenizing reads only the vocabulary, so it does not wait for a generation.
+        return len(llama.tokenize(prompt, add_bos=False, special=True))
+
     def _generate(
         self,
         prompt: str,
