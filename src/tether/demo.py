@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tether.agent import Agent
 from tether.governance.approvals import ApprovalPolicy
-from tether.models import ModelSettings
+from tether.context import ContextPolicy
+from tether.models import LocalModel, ModelSettings
 from tether.settings import RunLimits
 from tether.toolkit import workspace_tools
 
@@ -81,14 +82,21 @@ def build_agent(root: Path) -> Agent[str]:
     tools = [
         t for t in workspace_tools(root) if t.name in ("list_files", "read_file", "delete_file")
     ]
+    model = LocalModel()
+    # The model reads 2,048 tokens; 96 go to its answer. Reading old.log alone would
+    # overflow it, so long outputs are shown cut and old turns are summarised.
+    context = ContextPolicy(
+        max_tokens=1800, keep_turns=3, max_tool_output_chars=1500, count_tokens=model.count_tokens
+    )
     return Agent(
         name="ops-assistant",
-        model="local",
+        model=model,
         instructions=INSTRUCTIONS,
         tools=tools,
         limits=LIMITS,
         model_settings=ModelSettings(max_output_tokens=96),
         approvals=POLICY,
+        context=context,
     )
 
 

@@ -101,6 +101,17 @@ async def _answer(runtime: Tether, run_id: str, yes: bool) -> None:
             await runtime.deny(request.approval_id, approver="demo", reason="declined in the demo")
 
 
+def _context_line(agent: Agent[Any]) -> list[str]:
+    policy = agent.context
+    if policy is None:
+        return []
+    return [
+        f"context    at most {policy.max_tokens} tokens per request (the model's own count) · "
+        f"older turns summarised · tool outputs over {policy.max_tool_output_chars} "
+        "characters shown cut"
+    ]
+
+
 def _introduce(agent: Agent[Any], root: Path) -> None:
     limits = agent.limits
     seconds = 0 if limits.max_duration is None else int(limits.max_duration.total_seconds())
@@ -111,6 +122,7 @@ def _introduce(agent: Agent[Any], root: Path) -> None:
         f"{seconds} s · a call repeated more than {limits.max_repeats}× ends the run",
         f"budget     ${scenario.BUDGET_USD} per run (the local model costs $0) · "
         "deleting a file waits for approval",
+        *_context_line(agent),
         f"task       {escape(scenario.TASK)}",
         "",
     ]
