@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 
 from tether.agent import Agent
-from tether.governance.approvals import ApprovalPolicy
 from tether.context import ContextPolicy
+from tether.governance.approvals import ApprovalPolicy
 from tether.models import LocalModel, ModelSettings
 from tether.settings import RunLimits
 from tether.toolkit import workspace_tools
