@@ -237,3 +237,15 @@ def test_a_fact_left_in_both_files_by_a_crash_is_merged_into_one(tmp_path: Path)
     assert parse_facts((home / "memory" / "archive" / "facts-overflow.md").read_text()) == [
         "Kept aside."
     ]
+
+
+def test_secrets_never_reach_the_memory_files(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    key = "sk-proj-abcdefghijklmnopqrstuvwx"
+    memory.remember(f"The deploy key is {key}; password: hunter22", run_id="r1")
+    memory.update_state({"token": f"Bearer {key}", "nested": {"api_key": key}})
+    memory.consolidate(include_today=True)
+    for path in (tmp_path / "home").rglob("*"):
+        if path.is_file() and path.suffix in (".md", ".json"):
+            assert key not in path.read_text() and "hunter22" not in path.read_text(), path
+    assert "The deploy key is [REDACTED]" in (tmp_path / "home" / "MEMORY.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether.errors import ConfigurationError
-from tether.observe.redact import DEFAULT_REDACTOR, REDACTED, Redactor
+from tether.redact import DEFAULT_REDACTOR, REDACTED, Redactor
 
 SECRETS = [
     "sk-ant-api03-AbCdEfGhIjKlMnOp_qr-st",

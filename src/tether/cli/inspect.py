@@ -14,7 +14,7 @@ from rich.table import Column, Table
 from tether.cli.common import JsonOption, StoreOption, execute, fail, out, print_json
 from tether.cli.tree import run_tree
 from tether.events import event_from_json, event_to_json
-from tether.observe.redact import DEFAULT_REDACTOR
+from tether.redact import DEFAULT_REDACTOR
 from tether.runtime import Tether
 from tether.status import RunStatus
 from tether.store import RunRecord

@@ -22,7 +22,7 @@ from tether.events import (
     ToolCallFinished,
     ToolCallInDoubt,
 )
-from tether.observe.redact import DEFAULT_REDACTOR
+from tether.redact import DEFAULT_REDACTOR
 from tether.run import RunResult
 from tether.status import RunStatus
 

@@ -33,7 +33,7 @@ from tether.events import (
     ToolCallFinished,
     ToolCallInDoubt,
 )
-from tether.observe.redact import DEFAULT_REDACTOR
+from tether.redact import DEFAULT_REDACTOR
 from tether.status import RunStatus
 
 __all__ = ["run_tree"]

@@ -22,6 +22,7 @@ from tether.errors import ConfigurationError
 from tether.memory.consolidate import Consolidation, consolidate_locked
 from tether.memory.files import Entry, MemoryFiles, format_entry, parse_entries
 from tether.memory.index import Hit, MemoryIndex
+from tether.redact import DEFAULT_REDACTOR, Redactor
 
 __all__ = ["DEFAULT_HOME", "KINDS", "MAX_ENTRY_CHARS", "Memory", "default_home"]
 
@@ -52,6 +53,9 @@ class Memory:
             writes: memory never refuses a write because it is full. Default 50,000.
         max_memory_chars: ``MEMORY.md`` is kept within this size by moving the facts seen
             least recently to the archive (still searchable). Default 16,000.
+        redactor: Replaces secrets (API keys, tokens, passwords, marked fields) in what is
+            remembered and in state values before they reach a file. Default
+            :data:`~tether.redact.DEFAULT_REDACTOR`.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Memory:
         clock: Clock | None = None,
         max_log_bytes: int = 50_000,
         max_memory_chars: int = 16_000,
+        redactor: Redactor = DEFAULT_REDACTOR,
     ) -> None:
         if max_log_bytes < 1000 or max_memory_chars < 1000:
             raise ConfigurationError(
@@ -72,6 +77,7 @@ class Memory:
         self.clock = clock or SystemClock()
         self.max_log_bytes = max_log_bytes
         self.max_memory_chars = max_memory_chars
+        self.redactor = redactor
 
     @property
     def home(self) -> Path:
@@ -85,14 +91,14 @@ class Memory:
     def remember(self, text: str, *, kind: str = "fact", run_id: str | None = None) -> Entry:
         """Append an entry to today's log and return it.
 
-        Repeating the same text for the same run on the same day adds nothing (a retried
-        or resumed call is not recorded twice).
+        Secrets in ``text`` are redacted first. Repeating the same text for the same run
+        on the same day adds nothing (a retried or resumed call is not recorded twice).
 
         Raises:
             ValueError: ``text`` is empty or longer than :data:`MAX_ENTRY_CHARS`, or
                 ``kind`` is not one of :data:`KINDS`.
         """
-        text = text.strip()
+        text = self.redactor.redact_text(text.strip())
         if not text:
             raise ValueError("nothing to remember: the text is empty")
         if len(text) > MAX_ENTRY_CHARS:
@@ -182,6 +188,7 @@ class Memory:
             json.dumps(changes)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"state must be JSON: {exc}") from None
+        changes = self.redactor.redact(changes)
         with self.files.locked():
             state = self.files.read_state()
             for key, value in changes.items():

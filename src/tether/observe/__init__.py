@@ -23,9 +23,9 @@ from tether.observe.feedback import Feedback, FeedbackBook, feedback_book
 from tether.observe.health import AgentHealthMonitor, Health, HealthPolicy, HealthReport
 from tether.observe.logs import EventLog, JsonFormatter, configure_logging
 from tether.observe.metrics import Metrics, serve_metrics
-from tether.observe.redact import DEFAULT_REDACTOR, Redactor
 from tether.observe.runs import RunMetrics, RunMetricsBook, run_metrics, run_metrics_book
 from tether.observe.tracing import SpanRecorder
+from tether.redact import DEFAULT_REDACTOR, Redactor
 
 __all__ = [
     "DEFAULT_REDACTOR",

@@ -4,7 +4,7 @@
 logs every durable event of every run once, on the ``tether.events`` logger, with
 ``run_id``, ``step``, ``agent``, ``user``, ``trace_id`` and the event's kind as extra
 fields. :class:`JsonFormatter` writes any log record as one JSON object per line,
-secrets redacted (see :mod:`tether.observe.redact`). :func:`configure_logging` attaches
+secrets redacted (see :mod:`tether.redact`). :func:`configure_logging` attaches
 one such handler to the ``tether`` logger.
 
 When the logger is not enabled for the level, an event costs one ``isEnabledFor`` call.
@@ -34,7 +34,7 @@ from tether.events import (
     ToolCallStarted,
 )
 from tether.ids import trace_id
-from tether.observe.redact import DEFAULT_REDACTOR, Redactor
+from tether.redact import DEFAULT_REDACTOR, Redactor
 from tether.status import RunStatus
 
 __all__ = ["EventLog", "JsonFormatter", "configure_logging"]
@@ -56,7 +56,7 @@ class JsonFormatter(logging.Formatter):
 
     Args:
         redactor: Applied to the message and every extra value. Default:
-            :data:`~tether.observe.redact.DEFAULT_REDACTOR`.
+            :data:`~tether.redact.DEFAULT_REDACTOR`.
     """
 
     def __init__(self, *, redactor: Redactor = DEFAULT_REDACTOR) -> None:
