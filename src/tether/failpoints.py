@@ -24,6 +24,7 @@ POINTS = frozenset(
         "after_intent_before_call",
         "after_call_before_result",
         "after_result_before_next",
+        "after_budget_reserve",
         "before_terminal_write",
         "during_lease_renew",
     }

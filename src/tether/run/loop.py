@@ -553,6 +553,7 @@ class Run(Generic[OutputT]):
         )
         if isinstance(ticket, Denied):
             raise _BudgetRefused(ticket.budget, ticket.message)
+        failpoint("after_budget_reserve")
         try:
             response = await self.model.request(messages, tools, settings)
             if not isinstance(response, ModelResponse):
