@@ -390,3 +390,35 @@ async def test_the_local_models_own_tokenizer_bounds_every_request() -> None:
     exact = [local.count_tokens(r.messages, r.tools) for r in model.requests]
     assert max(exact) <= budget
     assert local.count_tokens(result.messages, model.requests[-1].tools) > 5 * budget
+
+
+async def test_compactions_are_counted_and_logged() -> None:
+    import io
+    import json
+    import logging
+
+    from tether.observe import EventLog, JsonFormatter, Metrics
+
+    stream = io.StringIO()
+    logger = logging.getLogger("test.context.events")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    metrics = Metrics()
+    store = InMemoryStore()
+    model = FunctionModel(lambda messages, tools: _next_call(messages, 40))
+    runtime = Tether(store=store, subscribers=[EventLog(logger), metrics])
+    result = await runtime.run(_agent(model, ContextPolicy(max_tokens=1500)), "take 300 notes")
+    compactions = [e for e in await store.events(result.run_id) if isinstance(e, ContextCompacted)]
+    assert len(compactions) >= 2
+    counted = metrics.registry.get_sample_value(
+        "tether_context_compactions_total", {"agent": "notes"}
+    )
+    assert counted == len(compactions)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    logged = [line for line in lines if line["event"] == "context_compacted"]
+    assert [(line["step"], line["tokens_after"]) for line in logged] == [
+        (c.step, c.tokens_after) for c in compactions
+    ]

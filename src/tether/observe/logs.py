@@ -23,6 +23,7 @@ from tether.events import (
     ApprovalDecided,
     ApprovalRequested,
     BudgetExhausted,
+    ContextCompacted,
     Event,
     LimitHit,
     ModelFailed,
@@ -186,6 +187,8 @@ def _details(event: Event) -> dict[str, Any]:
             return {"budget": budget}
         case LimitHit(limit=limit):
             return {"limit": limit}
+        case ContextCompacted(folded=folded, tokens_before=before, tokens_after=after):
+            return {"folded": folded, "tokens_before": before, "tokens_after": after}
         case RunFinished(status=status, error_class=error_class):
             return {
                 "status": status.value,

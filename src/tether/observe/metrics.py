@@ -45,6 +45,7 @@ from tether.events import (
     ApprovalDecided,
     ApprovalRequested,
     BudgetExhausted,
+    ContextCompacted,
     Event,
     LimitHit,
     ModelFailed,
@@ -143,6 +144,12 @@ class Metrics:
         self.limit_hits = Counter(
             "tether_limit_hits", "Runs ended by a limit.", ["limit"], registry=r
         )
+        self.compactions = Counter(
+            "tether_context_compactions",
+            "Context compactions (older turns folded into a summary).",
+            ["agent"],
+            registry=r,
+        )
         self.budget_spent = Gauge(
             "tether_budget_spent_usd", "Spent in a budget window.", ["budget"], registry=r
         )
@@ -209,6 +216,8 @@ class Metrics:
                 run.starts[step] = at
             case ToolCallFinished():
                 self._tool_finished(run, event)
+            case ContextCompacted():
+                self._child(self.compactions, run.agent).inc()
             case RunFinished(status=status):
                 self._child(self.runs, run.agent, status.value).inc()
                 if status is RunStatus.NEEDS_REVIEW:
@@ -250,6 +259,7 @@ class Metrics:
                 self._child(self.limit_hits, limit).inc()
             case _:
                 pass
+
 
     def _tool_finished(self, run: _Run, event: ToolCallFinished) -> None:
         started = run.starts.pop(event.step, None)
