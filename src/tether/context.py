@@ -67,6 +67,9 @@ TokenCounter = Callable[[Sequence[Message], Sequence[ToolDefinition]], int]
 
 _NOTES_HEADER = "Context kept by tether for this run (earlier turns are summarised):"
 _OMITTED = "- ({count} older lines dropped to keep this summary within its budget)"
+_ZERO = Decimal(0)
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+"""Every character ``str.splitlines`` breaks at, escaped, so a turn stays one line."""
 _OMITTED_COUNT = re.compile(
     r"- \((\d+) older lines dropped to keep this summary within its budget\)"
 )
@@ -313,47 +316,70 @@ class ContextWindow:
         Returns the compaction (already applied) to journal, or ``None`` when the request
         fits or nothing can be folded (only the latest turn is left).
         """
-        policy = self.policy
         count, before = self.size(messages, tools)
         if self._fits(count, before, share=1.0):
             return None
         start = _head_end(messages)
-        cut = self._cut(messages, start, tools)
-        if cut is None:
+        # Plan with a summary as large as the policy allows; if the real one costs more
+        # (text that tokenizes densely), fold again with its real size (at most twice).
+        notes_tokens = self.policy.count_tokens(
+            _notes(self.policy.pinned, "x" * self.policy.summary_chars), ()
+        )
+        usage, folded_any = Usage(), False
+        cost: Decimal | None = _ZERO
+        for _ in range(3):
+            cut = self._cut(messages, start, tools, notes_tokens)
+            if cut is None:
+                break
+            summary = await self._fold(messages, start, cut)
+            usage, folded_any = usage + summary.usage, True
+            cost = None if cost is None or summary.cost_usd is None else cost + summary.cost_usd
+            count, after = self.size(messages, tools)
+            if self._fits(count, after, share=1.0):
+                break
+            notes_tokens = self._notes_tokens
+        count, after = self.size(messages, tools)
+        if not self._fits(count, after, share=1.0):
             logger.warning(
-                "context of %d tokens and %d messages is over budget, and only its latest turn "
-                "is left to keep",
-                before,
+                "context of %d tokens and %d messages is still over budget: only its latest "
+                "turn is left to keep",
+                after,
                 count,
             )
+        if not folded_any:
             return None
+        return ContextCompacted(
+            run_id=run_id,
+            step=step,
+            folded=self.folded,
+            summary=self.summary or "",
+            tokens_before=before,
+            tokens_after=after,
+            at=at,
+            usage=usage,
+            cost_usd=cost,
+        )
+
+    async def _fold(self, messages: Sequence[Message], start: int, cut: int) -> Summary:
+        """Fold the turns before ``cut`` (after the task) into the summary, and apply it."""
+        policy = self.policy
         rest = messages[start:]
         first = 1 + sum(isinstance(m, AssistantMessage) for m in rest[: self.folded])
         turns = _turns(rest[self.folded : cut], first)
         summary = await policy.summarizer.summarize(self.summary, turns, policy.summary_chars)
-        text = _newest_lines(summary.text.splitlines(), policy.summary_chars)
-        self.apply(cut, text)
-        count, after = self.size(messages, tools)
-        if not self._fits(count, after, share=1.0):
-            logger.warning("context is still over budget after folding: %d tokens", after)
-        return ContextCompacted(
-            run_id=run_id,
-            step=step,
-            folded=cut,
-            summary=text,
-            tokens_before=before,
-            tokens_after=after,
-            at=at,
-            usage=summary.usage,
-            cost_usd=summary.cost_usd,
-        )
+        self.apply(cut, _newest_lines(summary.text.splitlines(), policy.summary_chars))
+        return summary
 
     def _cut(
-        self, messages: Sequence[Message], start: int, tools: Sequence[ToolDefinition]
+        self,
+        messages: Sequence[Message],
+        start: int,
+        tools: Sequence[ToolDefinition],
+        notes_tokens: int,
     ) -> int | None:
         """Where the kept part starts (after the task): a turn boundary, or ``None``.
 
-        Plans with the largest summary the policy allows, so the real one fits too.
+        ``notes_tokens`` is what the notes message is planned to cost.
         """
         policy, sizes = self.policy, self._sizes
         starts = [
@@ -363,12 +389,11 @@ class ContextWindow:
         ]
         if len(starts) < 2:
             return None
-        notes = _notes(policy.pinned, "x" * policy.summary_chars)
-        fixed = sizes[start] + policy.count_tokens(notes, ()) + self._tools_tokens(tools)
+        fixed = sizes[start] + notes_tokens + self._tools_tokens(tools)
 
         def fits(kept_from: int, share: float) -> bool:
             tokens = fixed + sizes[-1] - sizes[start + kept_from]
-            count = start + len(notes) + len(messages) - start - kept_from
+            count = start + 1 + len(messages) - start - kept_from
             return self._fits(count, tokens, share=share)
 
         candidates = starts[1:]
@@ -456,7 +481,7 @@ def _describe(turn: Turn) -> str:
 
 def _arguments(raw: str) -> str:
     """A call's raw arguments, verbatim (line breaks escaped), clipped with a marker."""
-    text = raw.replace("\r", "\\r").replace("\n", "\\n")
+    text = raw.translate(_LINE_BREAKS)
     if len(text) <= _ARGUMENT_CHARS:
         return text
     return f"{text[:_ARGUMENT_CHARS]}…[+{len(text) - _ARGUMENT_CHARS} chars]"
@@ -484,6 +509,9 @@ def _newest_lines(lines: list[str], max_chars: int) -> str:
     dropped = len(lines) - len(kept)
     if dropped == 0:
         return "\n".join([_OMITTED.format(count=earlier), *lines] if earlier else lines)
-    if not kept:  # one line longer than the whole budget: keep its end
-        return lines[-1][-(max_chars - 80) :]
+    if not kept:  # the newest line alone is too long: keep its start, marked
+        room = max_chars - 80
+        kept, dropped = [lines[-1][: room - 1] + "…"], dropped - 1
+    if earlier + dropped == 0:
+        return kept[0]
     return "\n".join([_OMITTED.format(count=earlier + dropped), *reversed(kept)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -422,3 +423,49 @@ async def test_compactions_are_counted_and_logged() -> None:
     assert [(line["step"], line["tokens_after"]) for line in logged] == [
         (c.step, c.tokens_after) for c in compactions
     ]
+
+
+async def test_a_dense_summary_is_folded_again_until_the_request_fits() -> None:
+    """A summary costing more tokens than planned (non-ASCII text) triggers more folding."""
+
+    @tool(risk="read")
+    def glyphs(i: int) -> str:
+        """Return dense text."""
+        return f"{i}:" + "漢" * 150
+
+    def script(messages: Sequence[Message], tools: object) -> object:
+        results = [m for m in messages if isinstance(m, ToolResultMessage)]
+        turn = int(results[-1].content.split(":")[0]) + 1 if results else 0
+        if turn >= 30:
+            return "done"
+        return ToolCall(id=f"g{turn}", name="glyphs", arguments=json.dumps({"i": turn}))
+
+    model = FunctionModel(script)
+    policy = ContextPolicy(max_tokens=2000, keep_turns=3, compact_to=1.0)  # no slack
+    limits = RunLimits(max_steps=100, max_repeats=50)
+    agent = Agent(name="dense", model=model, tools=[glyphs], limits=limits, context=policy)
+    result = await Tether(store=InMemoryStore()).run(agent, "read glyphs")
+    assert result.status is RunStatus.COMPLETED
+    assert max(estimate_tokens(r.messages, r.tools) for r in model.requests) <= 2000
+
+
+def test_an_overlong_newest_summary_line_keeps_its_start_and_the_count() -> None:
+    from tether.context import _newest_lines
+
+    text = _newest_lines(["- turn 1: small", "- turn 2: " + "z" * 800], 600)
+    assert len(text) <= 600
+    lines = text.splitlines()
+    assert lines[0] == "- (1 older lines dropped to keep this summary within its budget)"
+    assert lines[1].startswith("- turn 2: zzz") and lines[1].endswith("…")
+    assert _newest_lines(["- turn 1: " + "z" * 800], 600).startswith("- turn 1: zzz")
+
+
+async def test_line_breaks_in_arguments_keep_a_turn_on_one_summary_line() -> None:
+    raw = '{"text": "a\u2028b\x85c\nd"}'
+    turn = Turn(
+        number=1,
+        messages=(AssistantMessage(tool_calls=(ToolCall(id="1", name="t", arguments=raw),)),),
+    )
+    summary = (await DeterministicSummarizer().summarize(None, [turn], 1000)).text
+    assert summary.splitlines() == [summary]
+    assert "\\u2028" in summary and "\\u0085" in summary and "\\u000a" in summary

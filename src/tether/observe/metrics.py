@@ -260,7 +260,6 @@ class Metrics:
             case _:
                 pass
 
-
     def _tool_finished(self, run: _Run, event: ToolCallFinished) -> None:
         started = run.starts.pop(event.step, None)
         if started is not None:
