@@ -220,6 +220,20 @@ def test_a_fact_seen_again_comes_back_from_the_overflow_once(tmp_path: Path) -> 
     assert "blue server" not in overflow.read_text()
 
 
+def test_a_duplicate_left_alone_in_the_overflow_is_removed_from_it(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    home = tmp_path / "home"
+    (home / "memory" / "archive").mkdir(parents=True)
+    (home / "MEMORY.md").write_text("- Port 8443 is open. _(runs: r1; 2026-11-20)_\n")
+    overflow = home / "memory" / "archive" / "facts-overflow.md"
+    overflow.write_text("- Port 8443 is open. _(runs: r0; 2026-11-02)_\n")
+    memory.remember("Something new.", run_id="r2")
+    memory.consolidate(include_today=True)
+    assert parse_facts(overflow.read_text()) == []
+    assert memory.search("8443")[0].path == "MEMORY.md"
+    assert len(memory.search("8443")) == 1
+
+
 def test_a_fact_left_in_both_files_by_a_crash_is_merged_into_one(tmp_path: Path) -> None:
     memory, _ = _memory(tmp_path)
     home = tmp_path / "home"
@@ -249,3 +263,108 @@ def test_secrets_never_reach_the_memory_files(tmp_path: Path) -> None:
         if path.is_file() and path.suffix in (".md", ".json"):
             assert key not in path.read_text() and "hunter22" not in path.read_text(), path
     assert "The deploy key is [REDACTED]" in (tmp_path / "home" / "MEMORY.md").read_text()
+
+
+def test_heading_lines_in_a_text_stay_inside_their_entry(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    entry = memory.remember("# Title\n## Sub\nbody", kind="note", run_id="r1")
+    assert (entry.heading, entry.run_id) == ("09:30:00Z · note · run r1", "r1")
+    assert entry.text == "### Title\n#### Sub\nbody"
+    memory.remember("# Title\n## Sub\nbody", kind="note", run_id="r1")  # a retry
+    log = (tmp_path / "home" / "memory" / "2026-12-01.md").read_text()
+    assert log.count("body") == 1
+    memory.consolidate(include_today=True)
+    assert (
+        not (tmp_path / "home" / "MEMORY.md").exists()
+        or "Title" not in (tmp_path / "home" / "MEMORY.md").read_text()
+    ), "a note is not promoted"
+
+
+def test_what_a_person_wrote_in_memory_md_survives_consolidation(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    hand = (
+        "# Memory\n\n## Preferences\nVIP customer; escalate early.\n* likes tea\n"
+        "1. call before noon\n\n- Uses the EU region.\n\n## People\nDana is on call.\n"
+    )
+    (home / "MEMORY.md").write_text(hand)
+    memory.remember("uses the EU region", run_id="r1")
+    memory.remember("Backups at 02:00.", run_id="r1")
+    memory.consolidate(include_today=True)
+    text = (home / "MEMORY.md").read_text()
+    assert (
+        text
+        == hand.replace(
+            "- Uses the EU region.\n", "- Uses the EU region. _(runs: r1; 2026-12-01)_\n"
+        )
+        + "- Backups at 02:00. _(runs: r1; 2026-12-01)_\n"
+    )
+    hits = memory.search("escalate")
+    assert [(h.path, h.heading, h.text) for h in hits] == [
+        (
+            "MEMORY.md",
+            "Preferences",
+            "VIP customer; escalate early. * likes tea 1. call before noon",
+        )
+    ]
+
+
+def test_a_bad_hand_written_date_never_stops_consolidation(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path, max_log_bytes=1000)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "MEMORY.md").write_text("- Leap day fact _(by hand; 2024-02-30)_\n")
+    for i in range(40):  # past max_log_bytes: remember consolidates on its own
+        memory.remember(f"Fact {i} that fills the log.", run_id="r1")
+    facts = parse_facts((home / "MEMORY.md").read_text())
+    assert facts[0] == "Leap day fact _(by hand; 2024-02-30)_"
+    assert len(facts) > 1
+
+
+def test_numbers_in_a_query_match_text_not_clock_times(tmp_path: Path) -> None:
+    memory, clock = _memory(tmp_path)
+    clock.advance(timedelta(minutes=47, seconds=5))  # 10:17:05Z
+    memory.remember("order 3 shipped", run_id="r1")
+    memory.remember("order 17 shipped", run_id="r1")
+    assert [h.text for h in memory.search("order 17")] == ["order 17 shipped"]
+    assert memory.search("10 05") == [], "clock times are not indexed"
+
+
+def test_a_retry_after_the_log_was_consolidated_adds_nothing(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    memory.remember("retry me", kind="note", run_id="r1")
+    memory.consolidate(include_today=True)
+    memory.remember("retry me", kind="note", run_id="r1")
+    home = tmp_path / "home"
+    assert not (home / "memory" / "2026-12-01.md").exists()
+    assert (home / "memory" / "archive" / "2026-12-01.md").read_text().count("retry me") == 1
+
+
+def test_files_get_the_mode_of_a_plain_write(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    memory, _ = _memory(tmp_path)
+    memory.remember("mode check", run_id="r1")
+    memory.update_state({"a": 1})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("state.json", "memory/2026-12-01.md"):
+        mode = stat.S_IMODE((tmp_path / "home" / name).stat().st_mode)
+        assert mode == 0o666 & ~mask, (name, oct(mode))
+
+
+def test_recall_stays_within_its_size_and_says_what_it_cut(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    for i in range(50):
+        memory.remember(f"A long enough entry number {i} for the recall test.", run_id="r1")
+    for size in (200, 1000, 3000):
+        text = memory.recall(max_chars=size)
+        assert len(text) <= size
+        assert text.startswith("[tether: ") and "older characters not shown" in text
+        assert text.endswith("for the recall test.")
+    with pytest.raises(ValueError, match="at least 200"):
+        memory.recall(max_chars=50)
+    with pytest.raises(ConfigurationError, match="recall_chars >= 200"):
+        memory_tools(memory, recall_chars=10)

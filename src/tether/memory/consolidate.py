@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from tether.memory.files import Entry, MemoryFiles, parse_entries, parse_facts
+from tether.memory.files import Entry, MemoryFiles, parse_entries, parse_facts, split_memory
 
 __all__ = ["Consolidation", "consolidate_locked"]
 
@@ -99,14 +99,16 @@ def consolidate_locked(
     for day, path in logs:
         for entry in parse_entries(files.read(path)):
             book.absorb(day, entry)
-    kept, moved = _fit(book.facts, max_memory_chars)
+    kept, moved = _fit(book.facts, max_memory_chars - book.prose_chars)
     for fact in moved:
         book.archived[_key(fact.text)] = fact
     if moved:  # the moved facts reach the overflow before they leave MEMORY.md
         _write_facts(files, overflow_path, _OVERFLOW_HEADER, book.archived.values())
     if logs or moved or book.added or book.merged:
-        _write_facts(files, files.memory_md, _HEADER, kept)
-    if book.archived:  # without the facts now back in MEMORY.md
+        text = book.render(kept)
+        if files.read(files.memory_md) != text:
+            files.write(files.memory_md, text)
+    if book.archived or overflow_path.exists():  # without the facts back in MEMORY.md
         kept_keys = {_key(f.text) for f in kept}
         remaining = [f for k, f in book.archived.items() if k not in kept_keys]
         _write_facts(files, overflow_path, _OVERFLOW_HEADER, remaining)
@@ -123,13 +125,31 @@ def consolidate_locked(
 
 
 class _Book:
-    """The facts of ``MEMORY.md`` and of the overflow, and what absorbing entries did."""
+    """The facts of ``MEMORY.md`` and of the overflow, and what absorbing entries did.
+
+    ``MEMORY.md`` is kept as its blocks: facts are updated in place, and everything else
+    a person wrote there (headings, prose, other lists) is written back as it was.
+    """
 
     def __init__(self, memory_md: str, overflow: str) -> None:
-        self.facts = _read_facts(memory_md)
-        self.by_key = {_key(f.text): f for f in self.facts}
+        self.facts: list[_Fact] = []
+        self.by_key: dict[str, _Fact] = {}
+        self.blocks: list[_Fact | str] = []
+        for line, raw in split_memory(memory_md):
+            if line is None:
+                self.blocks.append(raw)
+                continue
+            fact = _read_fact(line)
+            key = _key(fact.text)
+            if key in self.by_key:  # the same fact twice: one line, provenance merged
+                self.by_key[key].merge(fact)
+                continue
+            self.by_key[key] = fact
+            self.facts.append(fact)
+            self.blocks.append(fact)
+        self.prose_chars = sum(len(b) for b in self.blocks if isinstance(b, str)) or len(_HEADER)
         self.archived: dict[str, _Fact] = {}
-        for fact in _read_facts(overflow):
+        for fact in map(_read_fact, parse_facts(overflow)):
             key = _key(fact.text)
             same = self.by_key.get(key) or self.archived.get(key)
             if same is not None:  # left twice by a crash: merge
@@ -157,6 +177,21 @@ class _Book:
             self.facts.append(fact)
         fact.seen(day, entry.run_id)
 
+    def render(self, kept: list[_Fact]) -> str:
+        """``MEMORY.md`` with ``kept`` facts: in place, then the new ones at the end."""
+        keep = {id(f) for f in kept}
+        parts: list[str] = []
+        for block in self.blocks or [_HEADER]:
+            if isinstance(block, str):
+                parts.append(block)
+            elif id(block) in keep:
+                parts.append(block.render() + "\n")
+                keep.discard(id(block))
+        if parts and not parts[-1].endswith("\n"):
+            parts.append("\n")
+        parts.extend(f.render() + "\n" for f in kept if id(f) in keep)
+        return "".join(parts)
+
 
 def _archive_log(files: MemoryFiles, path: Path) -> None:
     """Move a consolidated log to the archive (appended to a copy of the same day)."""
@@ -174,23 +209,27 @@ def _write_facts(files: MemoryFiles, path: Path, header: str, facts: Iterable[_F
         files.write(path, text)
 
 
-def _read_facts(markdown: str) -> list[_Fact]:
-    facts = []
-    for line in parse_facts(markdown):
-        found = _PROVENANCE.search(line)
-        if found is None:
-            facts.append(_Fact(line))
-            continue
-        runs = [r.strip() for r in (found.group("runs") or "").split(",") if r.strip()]
+def _read_fact(line: str) -> _Fact:
+    """A fact line and its provenance.
+
+    A provenance that does not parse (a hand edit with an impossible date) is kept as
+    part of the text, so one bad line never stops consolidation.
+    """
+    found = _PROVENANCE.search(line)
+    if found is None:
+        return _Fact(line)
+    try:
         first = date.fromisoformat(found.group("first"))
         last = date.fromisoformat(found.group("last")) if found.group("last") else first
-        facts.append(_Fact(line[: found.start()].strip(), runs, first, last))
-    return facts
+    except ValueError:
+        return _Fact(line)
+    runs = [r.strip() for r in (found.group("runs") or "").split(",") if r.strip()]
+    return _Fact(line[: found.start()].strip(), runs, first, last)
 
 
 def _fit(facts: list[_Fact], max_chars: int) -> tuple[list[_Fact], list[_Fact]]:
     """The facts that fit in ``max_chars``; the least recently seen move out first."""
-    size = len(_HEADER) + sum(len(f.render()) + 1 for f in facts)
+    size = sum(len(f.render()) + 1 for f in facts)
     if size <= max_chars:
         return facts, []
     order = sorted(range(len(facts)), key=lambda i: (facts[i].last or date.max, i))

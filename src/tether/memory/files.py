@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ from typing import Any
 
 from tether.errors import ConfigurationError
 
-__all__ = ["Entry", "MemoryFiles", "format_entry", "parse_entries", "parse_facts"]
+__all__ = [
+    "Entry",
+    "MemoryFiles",
+    "format_entry",
+    "memory_sections",
+    "parse_entries",
+    "parse_facts",
+    "split_memory",
+]
 
 _HEADING = re.compile(r"^(?P<level>##?) (?P<heading>.*)$", re.MULTILINE)
 """A level-1 heading (a log's date) ends an entry; a level-2 heading starts one."""
@@ -57,7 +66,9 @@ class Entry:
 def format_entry(at: datetime, kind: str, run_id: str | None, text: str) -> str:
     """The Markdown of one daily-log entry."""
     heading = f"{at:%H:%M:%S}Z · {kind}" + (f" · run {run_id}" if run_id else "")
-    body = re.sub(r"^(##?) ", r"#\1 ", text.strip(), flags=re.MULTILINE)  # never a heading
+    # A line of the text that looks like a "#" or "##" heading is demoted to "###" or
+    # "####", so it can neither end this entry nor start another.
+    body = re.sub(r"^(##?) ", r"##\1 ", text.strip(), flags=re.MULTILINE)
     return f"## {heading}\n{body}\n"
 
 
@@ -73,15 +84,54 @@ def parse_entries(markdown: str) -> list[Entry]:
     return entries
 
 
+def split_memory(markdown: str) -> list[tuple[str | None, str]]:
+    """``MEMORY.md`` as blocks, in order, that join back into the same text.
+
+    A ``- `` bullet line (with its indented continuation lines) is ``(fact, lines)``;
+    everything else (headings, prose, other lists) is ``(None, lines)``, which
+    consolidation keeps as it is.
+    """
+    blocks: list[list[Any]] = []
+    for line in markdown.splitlines(keepends=True):
+        if line.startswith("- "):
+            blocks.append([line[2:].strip(), line])
+        elif line.startswith("  ") and line.strip() and blocks and blocks[-1][0] is not None:
+            blocks[-1][0] += " " + line.strip()
+            blocks[-1][1] += line
+        elif blocks and blocks[-1][0] is None:
+            blocks[-1][1] += line
+        else:
+            blocks.append([None, line])
+    return [(fact, text) for fact, text in blocks]
+
+
 def parse_facts(markdown: str) -> list[str]:
     """The ``- `` bullet lines of ``MEMORY.md`` (continuation lines joined)."""
-    facts: list[str] = []
-    for line in markdown.splitlines():
-        if line.startswith("- "):
-            facts.append(line[2:].strip())
-        elif facts and line.startswith("  ") and line.strip():
-            facts[-1] += " " + line.strip()
-    return facts
+    return [fact for fact, _ in split_memory(markdown) if fact is not None]
+
+
+def memory_sections(markdown: str) -> list[tuple[str, str]]:
+    """What search finds in ``MEMORY.md``: each fact, and each paragraph of other text.
+
+    Each is ``(heading, text)``: the heading it follows, ``"fact"`` before any heading.
+    """
+    sections: list[tuple[str, str]] = []
+    heading = "fact"
+    for fact, text in split_memory(markdown):
+        if fact is not None:
+            sections.append((heading, fact))
+            continue
+        paragraph: list[str] = []
+        for line in [*text.splitlines(), ""]:
+            if line.startswith("#") or not line.strip():
+                if paragraph:
+                    sections.append((heading, " ".join(paragraph)))
+                    paragraph = []
+                if line.startswith("#"):
+                    heading = line.lstrip("#").strip() or heading
+            else:
+                paragraph.append(line.strip())
+    return sections
 
 
 class MemoryFiles:
@@ -149,6 +199,8 @@ class MemoryFiles:
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
         )
         try:
+            # mkstemp makes the file owner-only; give it the mode a plain write would.
+            os.fchmod(handle, _mode_of(path))
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
@@ -195,3 +247,21 @@ class MemoryFiles:
         if not isinstance(value, dict):
             raise ConfigurationError(f"{self.state_json} must hold a JSON object")
         return value
+
+
+def _mode_of(path: Path) -> int:
+    """The permission bits ``path`` has, or a new file would get under the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+"""The process umask, read once at import."""

@@ -92,7 +92,8 @@ class Memory:
         """Append an entry to today's log and return it.
 
         Secrets in ``text`` are redacted first. Repeating the same text for the same run
-        on the same day adds nothing (a retried or resumed call is not recorded twice).
+        on the same day adds nothing, even after that day's log was consolidated (a
+        retried or resumed call is not recorded twice).
 
         Raises:
             ValueError: ``text`` is empty or longer than :data:`MAX_ENTRY_CHARS`, or
@@ -115,8 +116,10 @@ class Memory:
         with files.locked():
             path = files.daily_log(now.date())
             current = files.read(path)
+            # Today's log, and its part already consolidated into the archive.
+            today = current + "\n" + files.read(files.archive / path.name)
             if run_id is not None and any(
-                e.run_id == run_id and e.text == entry.text for e in parse_entries(current)
+                e.run_id == run_id and e.text == entry.text for e in parse_entries(today)
             ):
                 return entry
             if self._unconsolidated_bytes() + len(markdown.encode()) > self.max_log_bytes:
@@ -133,7 +136,12 @@ class Memory:
         """``MEMORY.md`` and the logs of today and yesterday, newest last.
 
         At most ``max_chars`` characters; the oldest text is cut first, with a marker.
+
+        Raises:
+            ValueError: ``max_chars`` is below 200.
         """
+        if max_chars < 200:
+            raise ValueError(f"recall needs max_chars of at least 200, not {max_chars}")
         today = self.today()
         parts = []
         for title, path in (
@@ -147,8 +155,9 @@ class Memory:
         text = "\n\n".join(parts) or "(memory is empty)"
         if len(text) <= max_chars:
             return text
-        cut = len(text) - max_chars + 60
-        return f"[tether: {cut} older characters not shown; use search_memory]\n{text[cut:]}"
+        kept = text[len(text) - max_chars + 100 :]  # the marker needs less than 100
+        cut = len(text) - len(kept)
+        return f"[tether: {cut} older characters not shown; use search_memory]\n{kept}"
 
     def search(self, query: str, *, limit: int = 5) -> list[Hit]:
         """Entries and facts matching ``query`` (plain words), best first.

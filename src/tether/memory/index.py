@@ -1,9 +1,12 @@
 """The search index of a memory directory: SQLite FTS5 over its Markdown, kept in sync.
 
-The files are the truth; the index is derived. Before each search, every Markdown file is
-compared with what was indexed (size, modification time and a sha256 of the text), and
-changed files are indexed again, so entries a person edits or adds by hand are found.
-Deleting ``index.db`` is always safe.
+The files are the truth; the index is derived. Before each search, every Markdown file's
+size and modification time are compared with what was indexed; a file whose size or
+time changed is read again, and indexed again when its sha256 changed too. So entries a
+person edits or adds by hand are found. Deleting ``index.db`` is always safe.
+
+Indexed: an entry's text, and its kind and run id (not its time, so numbers in a query
+do not match clock times). ``MEMORY.md``: each fact and each paragraph of other text.
 """
 
 from __future__ import annotations
@@ -16,18 +19,21 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.memory.files import MemoryFiles, parse_entries, parse_facts
+from tether.memory.files import MemoryFiles, memory_sections, parse_entries
 
 __all__ = ["Hit", "MemoryIndex"]
 
+_VERSION = 2
+"""Bumped when the index's tables change; an index of another version is rebuilt."""
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS sections USING fts5(
-    heading, text, path UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
+DROP TABLE IF EXISTS files;
+DROP TABLE IF EXISTS sections;
+CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT);
+CREATE VIRTUAL TABLE sections USING fts5(
+    text, tags, heading UNINDEXED, path UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
 );
 """
+_TIME = re.compile(r"^\d{2}:\d{2}:\d{2}Z\s*·?\s*")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -61,7 +67,7 @@ class MemoryIndex:
                 match = joiner.join('"' + w.replace('"', "") + '"' for w in words)
                 rows = conn.execute(
                     "SELECT path, heading, text FROM sections WHERE sections MATCH ? "
-                    "ORDER BY bm25(sections, 2.0, 1.0) LIMIT ?",
+                    "ORDER BY bm25(sections, 1.0, 0.5) LIMIT ?",
                     (match, limit),
                 ).fetchall()
                 if rows:
@@ -86,7 +92,8 @@ class MemoryIndex:
         self.files.home.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.files.index_db, timeout=30.0)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+                conn.executescript(_SCHEMA + f"PRAGMA user_version = {_VERSION};")
             yield conn
 
     def _sync(self, conn: sqlite3.Connection) -> None:
@@ -128,12 +135,12 @@ class MemoryIndex:
     def _index_file(self, conn: sqlite3.Connection, name: str, path: Path, text: str) -> None:
         conn.execute("DELETE FROM sections WHERE path = ?", (name,))
         if path.name == "MEMORY.md" or path.name.startswith("facts-"):
-            rows = [("fact", fact) for fact in parse_facts(text)]
+            rows = memory_sections(text)
         else:
             rows = [(e.heading, e.text) for e in parse_entries(text)]
             if not rows and text.strip():
                 rows = [("", text.strip())]  # a hand-written file without "## " entries
         conn.executemany(
-            "INSERT INTO sections (heading, text, path) VALUES (?, ?, ?)",
-            [(heading, body, name) for heading, body in rows],
+            "INSERT INTO sections (text, tags, heading, path) VALUES (?, ?, ?, ?)",
+            [(body, _TIME.sub("", heading), heading, name) for heading, body in rows],
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tether.errors import ConfigurationError
 from tether.memory.home import Memory
 from tether.tools import RunContext, Tool, tool
 
@@ -28,7 +29,15 @@ def memory_tools(
         memory: The memory directory.
         recall_chars: ``recall`` returns at most this many characters. Default 6,000.
         search_limit: ``search_memory`` returns at most this many hits. Default 5.
+
+    Raises:
+        ConfigurationError: ``recall_chars`` is below 200 or ``search_limit`` below 1.
     """
+    if recall_chars < 200 or search_limit < 1:
+        raise ConfigurationError(
+            "memory_tools needs recall_chars >= 200 and search_limit >= 1, not "
+            f"{recall_chars} and {search_limit}"
+        )
 
     @tool(name="remember", risk="write", effect="idempotent", timeout=30)
     def remember(
