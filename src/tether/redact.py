@@ -68,6 +68,7 @@ class Redactor:
     ``"ssn"``. Default none."""
     _fields: frozenset[str] = field(init=False, repr=False)
     _json_fields: re.Pattern[str] | None = field(init=False, repr=False)
+    _text_fields: re.Pattern[str] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.secret_fields, str):
@@ -80,18 +81,22 @@ class Redactor:
                 )
         object.__setattr__(self, "secret_fields", names)
         object.__setattr__(self, "_fields", frozenset(n.casefold() for n in names))
-        pattern = None
+        pattern = text_pattern = None
         if names:
             alternatives = "|".join(re.escape(n) for n in sorted(names))
             pattern = re.compile(rf'(?i)("(?:{alternatives})"\s*:\s*)"(?:[^"\\]|\\.)*"')
+            # ``ssn: 123-45`` or ``card=4111...`` in prose (a JSON value is handled above).
+            text_pattern = re.compile(rf"(?i)(\b(?:{alternatives})\s*[:=]\s*)(?![\s\"])([^\s,;&]+)")
         object.__setattr__(self, "_json_fields", pattern)
+        object.__setattr__(self, "_text_fields", text_pattern)
 
     def redact_text(self, text: str) -> str:
         """Return ``text`` with every secret replaced by ``[REDACTED]``."""
         if not text:
             return text
-        if self._json_fields is not None:
+        if self._json_fields is not None and self._text_fields is not None:
             text = self._json_fields.sub(rf'\1"{REDACTED}"', text)
+            text = self._text_fields.sub(rf"\1{REDACTED}", text)
         lowered = text.casefold()
         if not any(trigger in lowered for trigger in _TRIGGERS):
             return text

@@ -368,11 +368,11 @@ async def test_show_and_the_timeline_draw_each_compaction() -> None:
     drawn = io.StringIO()
     Console(file=drawn, width=200).print(run_tree(events))
     line = (
-        f"context compacted before step {first.step}: {first.folded} messages summarised, "
+        f"context compacted before step {first.step}: {first.folded} messages summarised so far, "
         f"{first.tokens_before} → {first.tokens_after} tokens"
     )
     assert line in drawn.getvalue()
-    assert f"context {first.folded} messages summarised" in live.getvalue()
+    assert f"context {first.folded} messages summarised so far" in live.getvalue()
 
 
 @pytest.mark.local_model

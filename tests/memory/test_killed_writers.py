@@ -47,14 +47,19 @@ def test_sigkilled_writers_lose_no_acknowledged_entry(tmp_path: Path) -> None:
             )
             for w in range(3)
         }
-        time.sleep(1.0 + chance.random())  # past start-up, into the writes
         for name, process in writers.items():
+            assert process.stdout is not None
+            # Kill each writer at a random point after it has written a few entries.
+            for _ in range(chance.randint(3, 25)):
+                line = process.stdout.readline()
+                if not line:
+                    break
+                acknowledged.add(f"killed writer {name} entry {int(line)} survives")
             time.sleep(chance.random() * 0.05)
             process.send_signal(signal.SIGKILL)
             out, err = process.communicate(timeout=30)
             assert process.returncode == -signal.SIGKILL, err
-            done = [int(line) for line in out.split()]
-            acknowledged |= {f"killed writer {name} entry {i} survives" for i in done}
+            acknowledged |= {f"killed writer {name} entry {int(i)} survives" for i in out.split()}
 
     assert len(acknowledged) > 50, "the writers must have written before being killed"
     memory = Memory(home, max_log_bytes=1500, max_memory_chars=2000)

@@ -368,3 +368,24 @@ def test_recall_stays_within_its_size_and_says_what_it_cut(tmp_path: Path) -> No
         memory.recall(max_chars=50)
     with pytest.raises(ConfigurationError, match="recall_chars >= 200"):
         memory_tools(memory, recall_chars=10)
+
+
+def test_hand_written_entries_are_promoted_whatever_their_heading(tmp_path: Path) -> None:
+    memory, _ = _memory(tmp_path)
+    logs = tmp_path / "home" / "memory"
+    logs.mkdir(parents=True)
+    (logs / "2026-11-30.md").write_text(
+        "## Call with Bob · Tuesday\n### Outcome\nBob signs on Friday.\n\n"
+        "## 10:00:00Z · note · run r9\nJust a note.\n"
+    )
+    report = memory.consolidate()
+    assert (report.entries, report.added) == (2, 1)
+    assert parse_facts((tmp_path / "home" / "MEMORY.md").read_text()) == [
+        "Outcome Bob signs on Friday. _(by hand; 2026-11-30)_"
+    ]
+
+
+def test_consolidating_a_missing_home_creates_nothing(tmp_path: Path) -> None:
+    memory = Memory(tmp_path / "typo")
+    assert memory.consolidate().logs == ()
+    assert not (tmp_path / "typo").exists()

@@ -65,6 +65,10 @@ def test_secret_fields_are_redacted_in_values_and_json_text() -> None:
     }
     assert redactor.redact_text('{"ssn": "12-3\\"4", "x": 1}') == f'{{"ssn": "{REDACTED}", "x": 1}}'
     assert redactor.redact(7) == 7 and redactor.redact(None) is None
+    assert redactor.redact_text("her SSN: 123-45-6789, card=4111111111111111; ok") == (
+        f"her SSN: {REDACTED}, card={REDACTED}; ok"
+    )
+    assert redactor.redact_text("the ssn field is optional") == "the ssn field is optional"
 
 
 @pytest.mark.parametrize("fields", ["ssn", frozenset({""}), frozenset({3})])

@@ -135,7 +135,8 @@ def _approval_line(event: Event) -> str | None:
             failed = ", ".join(r.check for r in results if not r.passed)
             return f"[dim]{step:>4}[/] critic  [yellow]revise[/] {escape(failed)}"
         case ContextCompacted(step=step, folded=folded, tokens_before=was, tokens_after=now):
-            return f"[dim]{step:>4} context {folded} messages summarised, {was} → {now} tokens[/]"
+            summarised = f"{folded} messages summarised so far"
+            return f"[dim]{step:>4} context {summarised}, {was} → {now} tokens[/]"
         case ApprovalDecided(step=step, outcome=outcome, decided_by=decided_by):
             colour = "green" if outcome == "approved" else "red"
             who = f" by {escape(decided_by)}" if decided_by else ""

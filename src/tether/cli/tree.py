@@ -139,7 +139,7 @@ def _closing(event: Event, root: Tree) -> None:
             root.add(f"[yellow]limit[/] {limit}")
         case ContextCompacted(step=step, folded=folded, tokens_before=was, tokens_after=now):
             root.add(
-                f"[dim]context compacted before step {step}: {folded} messages summarised, "
+                f"[dim]context compacted before step {step}: {folded} messages summarised so far, "
                 f"{was} → {now} tokens[/]"
             )
         case RunFinished(status=status, error_class=error_class):

@@ -1,7 +1,7 @@
 """Consolidation: daily logs distilled into ``MEMORY.md``, with provenance, then archived.
 
-Deterministic: each entry of kind ``fact`` or ``decision`` (and each entry a person wrote
-without a kind) becomes a fact line; facts with the same words (case, spacing and
+Deterministic: each entry except ``note`` entries (so ``fact``, ``decision``, and any
+entry a person wrote by hand) becomes a fact line; facts with the same words (case, spacing and
 punctuation aside) are merged and keep every run they came from and the days they were
 seen. When ``MEMORY.md`` would outgrow its size, the facts seen least recently move to
 ``memory/archive/facts-overflow.md``, where search still finds them: the size is met by
@@ -25,7 +25,9 @@ from tether.memory.files import Entry, MemoryFiles, parse_entries, parse_facts, 
 
 __all__ = ["Consolidation", "consolidate_locked"]
 
-PROMOTED_KINDS = frozenset({"fact", "decision"})
+KEPT_IN_LOGS = frozenset({"note"})
+"""Entry kinds that stay in the (archived) logs; every other entry becomes a fact,
+including those a person wrote by hand, whatever their heading says."""
 _PROVENANCE = re.compile(
     r"\s*_\((?:runs: (?P<runs>[^;)]*)|by hand); (?P<first>\d{4}-\d{2}-\d{2})"
     r"(?: to (?P<last>\d{4}-\d{2}-\d{2}))?\)_$"
@@ -162,9 +164,10 @@ class _Book:
         """Count one log entry; promote it to a fact (new, merged, or back from overflow)."""
         self.entries += 1
         parts = [p.strip() for p in entry.heading.split("·")]
-        if len(parts) > 1 and parts[1] not in PROMOTED_KINDS:
+        if len(parts) > 1 and parts[1] in KEPT_IN_LOGS:
             return
-        text = " ".join(entry.text.split())
+        lines = (line.lstrip("#").strip() for line in entry.text.splitlines())
+        text = " ".join(" ".join(lines).split())
         key = _key(text)
         fact = self.by_key.get(key)
         if fact is not None:

@@ -175,6 +175,8 @@ class Memory:
         Duplicates are merged, provenance kept, and the logs archived.
         """
         through = self.today() - timedelta(days=0 if include_today else 1)
+        if not self.home.is_dir():  # nothing remembered yet; a mistyped home stays absent
+            return Consolidation(logs=(), entries=0, added=0, merged=0, overflowed=0)
         with self.files.locked():
             return consolidate_locked(
                 self.files, through=through, max_memory_chars=self.max_memory_chars
