@@ -140,8 +140,10 @@ class ModelSummarizer:
 
     Falls back to :class:`DeterministicSummarizer` when the model fails or answers with
     nothing, so a compaction never fails the run. Its tokens and cost count towards the
-    run's usage and limits. A summary is model output, so it is untrusted: it is cut to
-    ``max_chars`` and it never replaces a kept turn's tool calls.
+    run's usage and limits, and under money budgets each call is reserved like any model
+    call (a refused reservation means the deterministic summary, at no cost). A summary
+    is model output, so it is untrusted: it is cut to ``max_chars`` and it never replaces
+    a kept turn's tool calls.
 
     Args:
         model: The summarising model, or a name for :func:`~tether.models.resolve_model`.
@@ -157,6 +159,10 @@ class ModelSummarizer:
         self.model = resolve_model(model)
         self.settings = settings or ModelSettings(max_output_tokens=512, temperature=0.0)
         self._fallback = DeterministicSummarizer()
+
+    def with_model(self, model: Model) -> ModelSummarizer:
+        """The same summarizer, asking ``model`` instead (for example a wrapped one)."""
+        return ModelSummarizer(model, settings=self.settings)
 
     async def summarize(
         self, previous: str | None, turns: Sequence[Turn], max_chars: int
@@ -267,8 +273,14 @@ class ContextWindow:
     estimate, at least the count of the request as a whole).
     """
 
-    def __init__(self, policy: ContextPolicy) -> None:
+    def __init__(self, policy: ContextPolicy, *, summarizer: Summarizer | None = None) -> None:
+        """Start a run's context with nothing folded.
+
+        ``summarizer`` replaces the policy's for this run (the run loop passes a model
+        summarizer whose calls are reserved against money budgets).
+        """
         self.policy = policy
+        self.summarizer = summarizer or policy.summarizer
         self.folded = 0
         """Messages after the task that the summary stands for."""
         self.summary: str | None = None
@@ -366,7 +378,7 @@ class ContextWindow:
         rest = messages[start:]
         first = 1 + sum(isinstance(m, AssistantMessage) for m in rest[: self.folded])
         turns = _turns(rest[self.folded : cut], first)
-        summary = await policy.summarizer.summarize(self.summary, turns, policy.summary_chars)
+        summary = await self.summarizer.summarize(self.summary, turns, policy.summary_chars)
         self.apply(cut, _newest_lines(summary.text.splitlines(), policy.summary_chars))
         return summary
 

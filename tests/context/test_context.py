@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -469,3 +470,61 @@ async def test_line_breaks_in_arguments_keep_a_turn_on_one_summary_line() -> Non
     summary = (await DeterministicSummarizer().summarize(None, [turn], 1000)).text
     assert summary.splitlines() == [summary]
     assert "\\u2028" in summary and "\\u0085" in summary and "\\u000a" in summary
+
+
+def _priced_next_call(messages: Sequence[Message], tools: object) -> ModelResponse:
+    step = _next_call(messages, 40)
+    if isinstance(step, str):
+        return ModelResponse(text=step, cost_usd=Decimal("0.001"))
+    return ModelResponse(tool_calls=(step,), cost_usd=Decimal("0.001"))
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_model_summaries_are_reserved_and_paid_under_budgets(
+    store_kind: str, tmp_path: Path
+) -> None:
+    from tether.governance.budgets import Budget
+    from tether.models.pricing import Price
+
+    store: Store = InMemoryStore() if store_kind == "memory" else SqliteStore(tmp_path / "j.db")
+    summary_model = FunctionModel(
+        lambda messages, tools: ModelResponse(text="notes so far", cost_usd=Decimal("0.002")),
+        name="summariser",
+    )
+    policy = ContextPolicy(max_tokens=1500, summarizer=ModelSummarizer(summary_model))
+    model = FunctionModel(_priced_next_call, name="worker")
+    price = Price(input=Decimal("100"), output=Decimal("100"))  # reservations cover the costs
+    runtime = Tether(
+        store=store,
+        budgets=[Budget.per_run(Decimal("1"))],
+        prices={"worker": price, "summariser": price},
+    )
+    result = await runtime.run(_agent(model, policy), "take 300 notes")
+    assert result.status is RunStatus.COMPLETED
+    summaries = len(summary_model.requests)
+    assert summaries >= 2
+    assert result.cost_usd == Decimal("0.001") * len(model.requests) + Decimal("0.002") * summaries
+    assert runtime.budgets is not None
+    (window,) = await runtime.budgets.book.usage()
+    assert window.spent_usd == result.cost_usd and window.reserved_usd == 0
+
+
+async def test_a_summary_a_budget_refuses_is_the_free_deterministic_one() -> None:
+    from tether.governance.budgets import Budget
+    from tether.models.pricing import Price
+
+    summary_model = FunctionModel(lambda messages, tools: "never asked", name="unpriced")
+    policy = ContextPolicy(max_tokens=1500, summarizer=ModelSummarizer(summary_model))
+    model = FunctionModel(_priced_next_call, name="worker")
+    store = InMemoryStore()
+    runtime = Tether(
+        store=store,
+        budgets=[Budget.per_run(Decimal("1"))],
+        prices={"worker": Price(input=Decimal("1"), output=Decimal("1"))},
+    )
+    result = await runtime.run(_agent(model, policy), "take 300 notes")
+    assert result.status is RunStatus.COMPLETED
+    assert summary_model.requests == [], "an unpriced model is never called under a budget"
+    compactions = [e for e in await store.events(result.run_id) if isinstance(e, ContextCompacted)]
+    assert compactions and all(c.summary.startswith("- ") for c in compactions)
+    assert result.cost_usd == Decimal("0.001") * len(model.requests)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import typing
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
 from tests.store.samples import AT, new_id, one_of_each, started, typical_journal
-from tether.events import Event, RunStarted, ToolCallStarted, event_to_json
+from tether.events import ContextCompacted, Event, RunStarted, ToolCallStarted, event_to_json
 from tether.store.codec import decode_event, encode_event, event_fields
 
 EVERY_KIND = {
@@ -66,6 +67,23 @@ def test_trailing_defaults_are_left_out_and_restored() -> None:
     assert json.loads(encode_event(with_ref))[-1] == "m:a"
     back = decode_event("r", "run_started", encode_event(bare))
     assert isinstance(back, RunStarted) and back.agent_ref is None
+
+
+def test_a_factory_default_before_a_set_field_is_written_out() -> None:
+    """``usage`` at its (factory-made) default, then a cost that is not the default."""
+    event = ContextCompacted(
+        run_id="r",
+        step=3,
+        folded=4,
+        summary="s",
+        tokens_before=10,
+        tokens_after=5,
+        at=AT,
+        cost_usd=Decimal("0.002"),
+    )
+    body = json.loads(encode_event(event))
+    assert body[-2:] == [{}, "0.002"]
+    assert decode_event("r", "context_compacted", encode_event(event)) == event
 
 
 def test_nested_defaults_are_left_out() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Generic, Literal, Protocol, runtime_checkable
 from pydantic import TypeAdapter, ValidationError
 
 from tether.clock import Clock
-from tether.context import ContextPolicy, ContextWindow
+from tether.context import ContextPolicy, ContextWindow, ModelSummarizer
 from tether.critic import Critic
 from tether.critic import feedback as critique_feedback
 from tether.errors import ConfigurationError, ModelError, ReplayDivergedError, TetherError
@@ -237,7 +237,7 @@ class Run(Generic[OutputT]):
         )
         self._batch: list[CallRecord] = []
         """Records of the batch being executed, until they are all recorded."""
-        self.context = None if agent.context is None else ContextWindow(agent.context)
+        self.context = None if agent.context is None else self._context_window(agent.context)
 
     async def execute(self) -> RunResult[OutputT]:
         """Run (or resume) the loop to its end and return the result."""
@@ -527,26 +527,31 @@ class Run(Generic[OutputT]):
         self.state.add_cost(compaction.cost_usd)
 
     async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
-        if self.budgets is not None:
-            return await self._request_within_budget(self.budgets, tools)
-        messages = self._request_messages()
-        response = await self.model.request(messages, tools, self.agent.model_settings)
-        if not isinstance(response, ModelResponse):
-            raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
-        return response
+        return await self.request_model(
+            self.model, self._request_messages(), tools, self.agent.model_settings
+        )
 
-    async def _request_within_budget(
-        self, budgets: Budgets, tools: Sequence[ToolDefinition]
+    async def request_model(
+        self,
+        model: Model,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
     ) -> ModelResponse:
-        """Reserve the call's worst case, make it, settle its cost (release on failure)."""
-        state, settings = self.state, self.agent.model_settings
-        messages = self._request_messages()
+        """Make one model call; under budgets, reserve its worst case first and settle it.
+
+        Raises:
+            _BudgetRefused: A budget refused the reservation (nothing was called).
+        """
+        budgets, state = self.budgets, self.state
+        if budgets is None:
+            return await _call(model, messages, tools, settings)
         ticket = await budgets.reserve(
             run_id=state.run_id,
             lease_epoch=self.journal.lease.epoch,
             user=state.user,
             agent=state.agent,
-            model=self.model.name,
+            model=model.name,
             messages=messages,
             tools=tools,
             settings=settings,
@@ -555,14 +560,19 @@ class Run(Generic[OutputT]):
             raise _BudgetRefused(ticket.budget, ticket.message)
         failpoint("after_budget_reserve")
         try:
-            response = await self.model.request(messages, tools, settings)
-            if not isinstance(response, ModelResponse):
-                raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
+            response = await _call(model, messages, tools, settings)
         except BaseException:
             await budgets.release(ticket)
             raise
         await budgets.settle(ticket, response.cost_usd)
         return response
+
+    def _context_window(self, policy: ContextPolicy) -> ContextWindow:
+        """The run's context; a model summary is a model call of this run (budgets apply)."""
+        summarizer = policy.summarizer
+        if self.budgets is not None and isinstance(summarizer, ModelSummarizer):
+            summarizer = summarizer.with_model(_BudgetedModel(summarizer.model, self))
+        return ContextWindow(policy, summarizer=summarizer)
 
     def _budget_refused(self, step: int, attempt: int, refused: _BudgetRefused) -> _Ending:
         """End the run ``budget_exceeded``, or pause it until a person raises the budget."""
@@ -794,6 +804,47 @@ class Run(Generic[OutputT]):
         if self.limits.max_duration is None:
             return None
         return max(0.0, self.limits.max_duration.total_seconds() - self._elapsed_s())
+
+
+async def _call(
+    model: Model,
+    messages: Sequence[Message],
+    tools: Sequence[ToolDefinition],
+    settings: ModelSettings,
+) -> ModelResponse:
+    response = await model.request(messages, tools, settings)
+    if not isinstance(response, ModelResponse):
+        raise TypeError(f"request() returned {type(response).__name__}, not ModelResponse")
+    return response
+
+
+class _BudgetedModel:
+    """A model whose calls are reserved against the run's budgets (for summaries).
+
+    A refused reservation raises ``ModelError`` (``budget_exceeded``), which a
+    :class:`~tether.context.ModelSummarizer` answers with its deterministic summary.
+    """
+
+    def __init__(self, model: Model, run: Run[Any]) -> None:
+        self._model = model
+        self._run = run
+
+    @property
+    def name(self) -> str:
+        """The wrapped model's name (its price is looked up by it)."""
+        return self._model.name
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> ModelResponse:
+        """Reserve, call the wrapped model, settle."""
+        try:
+            return await self._run.request_model(self._model, messages, tools, settings)
+        except _BudgetRefused as refused:
+            raise ModelError(refused.message, error_class="budget_exceeded") from None
 
 
 def _failure(

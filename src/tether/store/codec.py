@@ -45,6 +45,15 @@ class _Layout:
     """The event class's own adapter (cheaper than dispatching on the ``Event`` union)."""
 
 
+def _default(field: dataclasses.Field[Any]) -> Any:
+    """A field's default value (made by its factory if it has one), or ``MISSING``."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
 def _layouts() -> dict[str, _Layout]:
     layouts: dict[str, _Layout] = {}
     for cls in typing.get_args(Event):
@@ -52,9 +61,11 @@ def _layouts() -> dict[str, _Layout]:
         names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _COLUMNS)
         kind = next(f.default for f in dataclasses.fields(cls) if f.name == "kind")
         defaults = {
-            f.name: TypeAdapter(hints[f.name]).dump_python(f.default, mode="json")
+            f.name: TypeAdapter(hints[f.name]).dump_python(
+                _default(f), mode="json", exclude_defaults=True
+            )
             for f in dataclasses.fields(cls)
-            if f.name not in _COLUMNS and f.default is not dataclasses.MISSING
+            if f.name not in _COLUMNS and _default(f) is not dataclasses.MISSING
         }
         layouts[str(kind)] = _Layout(
             fields=names,
