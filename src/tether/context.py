@@ -44,6 +44,7 @@ from tether.messages import (
     ToolResultMessage,
     Usage,
     UserMessage,
+    add_costs,
     estimate_tokens,
 )
 from tether.models import Model, ModelSettings, resolve_model
@@ -337,20 +338,18 @@ class ContextWindow:
         notes_tokens = self.policy.count_tokens(
             _notes(self.policy.pinned, "x" * self.policy.summary_chars), ()
         )
-        usage, folded_any = Usage(), False
+        folded_from, usage, after = self.folded, Usage(), before
         cost: Decimal | None = _ZERO
         for _ in range(3):
             cut = self._cut(messages, start, tools, notes_tokens)
             if cut is None:
                 break
             summary = await self._fold(messages, start, cut)
-            usage, folded_any = usage + summary.usage, True
-            cost = None if cost is None or summary.cost_usd is None else cost + summary.cost_usd
+            usage, cost = usage + summary.usage, add_costs(cost, summary.cost_usd)
             count, after = self.size(messages, tools)
             if self._fits(count, after, share=1.0):
                 break
             notes_tokens = self._notes_tokens
-        count, after = self.size(messages, tools)
         if not self._fits(count, after, share=1.0):
             logger.warning(
                 "context of %d tokens and %d messages is still over budget: only its latest "
@@ -358,7 +357,7 @@ class ContextWindow:
                 after,
                 count,
             )
-        if not folded_any:
+        if self.folded == folded_from:
             return None
         return ContextCompacted(
             run_id=run_id,

@@ -23,6 +23,7 @@ __all__ = [
     "ToolResultMessage",
     "Usage",
     "UserMessage",
+    "add_costs",
     "estimate_tokens",
 ]
 
@@ -171,3 +172,8 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolDefinition]
         size += len(tool.name.encode()) + len(tool.description.encode())
         size += len(json.dumps(tool.parameters).encode())
     return math.ceil(size / 3)
+
+
+def add_costs(total: Decimal | None, cost: Decimal | None) -> Decimal | None:
+    """``total + cost`` in US dollars; once either is unknown (``None``), so is the sum."""
+    return None if total is None or cost is None else total + cost

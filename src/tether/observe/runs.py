@@ -30,6 +30,7 @@ from tether.events import (
     ToolCallFinished,
     ToolCallInDoubt,
 )
+from tether.messages import add_costs
 from tether.status import RunStatus
 from tether.store import InMemoryStore, SqliteStore, Store
 
@@ -80,14 +81,12 @@ def run_metrics(events: Sequence[Event]) -> RunMetrics | None:
                 steps = max(steps, step)
                 input_tokens += response.usage.input_tokens
                 output_tokens += response.usage.output_tokens
-                cost = (
-                    None if cost is None or response.cost_usd is None else cost + response.cost_usd
-                )
+                cost = add_costs(cost, response.cost_usd)
                 degraded = degraded or response.degraded
             case ContextCompacted(usage=usage, cost_usd=spent):  # a model summary's cost
                 input_tokens += usage.input_tokens
                 output_tokens += usage.output_tokens
-                cost = None if cost is None or spent is None else cost + spent
+                cost = add_costs(cost, spent)
             case ToolCallFinished(step=step):
                 steps = max(steps, step)
                 tool_calls += 1

@@ -330,8 +330,7 @@ class Run(Generic[OutputT]):
             except Exception as exc:
                 return self._model_failed(step, exc)
         state.steps = step
-        state.usage = state.usage + response.usage
-        state.add_cost(response.cost_usd)
+        state.charge(response.usage, response.cost_usd)
         state.degraded = state.degraded or response.degraded
         if response.text:
             state.last_text = response.text
@@ -510,8 +509,7 @@ class Run(Generic[OutputT]):
         )
         if compaction is None:
             return
-        state.usage = state.usage + compaction.usage
-        state.add_cost(compaction.cost_usd)
+        state.charge(compaction.usage, compaction.cost_usd)
         self.journal.emit(compaction)
 
     def _restore_context(self, compaction: ContextCompacted) -> None:
@@ -523,8 +521,7 @@ class Run(Generic[OutputT]):
             )
         self.replay.consume(compaction)
         self.context.apply(compaction.folded, compaction.summary)
-        self.state.usage = self.state.usage + compaction.usage
-        self.state.add_cost(compaction.cost_usd)
+        self.state.charge(compaction.usage, compaction.cost_usd)
 
     async def _request(self, tools: Sequence[ToolDefinition]) -> ModelResponse:
         return await self.request_model(

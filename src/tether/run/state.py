@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from tether.messages import Message, Usage
+from tether.messages import Message, Usage, add_costs
 
 __all__ = ["RunState"]
 
@@ -37,7 +37,7 @@ class RunState:
     repeats: dict[str, int] = field(default_factory=dict[str, int])
     """How often each call digest was repeated after its first execution."""
 
-    def add_cost(self, cost_usd: Decimal | None) -> None:
-        """Add a response's cost; once any cost is unknown the total is unknown."""
-        if self.cost_usd is not None:
-            self.cost_usd = None if cost_usd is None else self.cost_usd + cost_usd
+    def charge(self, usage: Usage, cost_usd: Decimal | None) -> None:
+        """Add a model call's tokens and cost; once any cost is unknown the total is."""
+        self.usage = self.usage + usage
+        self.cost_usd = add_costs(self.cost_usd, cost_usd)

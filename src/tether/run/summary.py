@@ -8,7 +8,7 @@ from typing import Any
 
 from tether.errors import RunStateError
 from tether.events import Event, ModelResponded, RunFinished, RunStarted, ToolCallFinished
-from tether.messages import Usage
+from tether.messages import Usage, add_costs
 from tether.run.outcome import RunError, RunResult
 
 __all__ = ["result_from_journal"]
@@ -37,7 +37,7 @@ def result_from_journal(journal: Sequence[Event]) -> RunResult[Any]:
             usage = usage + event.response.usage
             degraded = degraded or event.response.degraded
             price = event.response.cost_usd
-            cost = None if cost is None or price is None else cost + price
+            cost = add_costs(cost, price)
             steps = max(steps, event.step)
         elif isinstance(event, ToolCallFinished):
             steps = max(steps, event.step)
