@@ -107,9 +107,7 @@ def consolidate_locked(
     if moved:  # the moved facts reach the overflow before they leave MEMORY.md
         _write_facts(files, overflow_path, _OVERFLOW_HEADER, book.archived.values())
     if logs or moved or book.added or book.merged:
-        text = book.render(kept)
-        if files.read(files.memory_md) != text:
-            files.write(files.memory_md, text)
+        _write_changed(files, files.memory_md, book.render(kept))
     if book.archived or overflow_path.exists():  # without the facts back in MEMORY.md
         kept_keys = {_key(f.text) for f in kept}
         remaining = [f for k, f in book.archived.items() if k not in kept_keys]
@@ -207,7 +205,11 @@ def _archive_log(files: MemoryFiles, path: Path) -> None:
 
 
 def _write_facts(files: MemoryFiles, path: Path, header: str, facts: Iterable[_Fact]) -> None:
-    text = header + "".join(f.render() + "\n" for f in facts)
+    _write_changed(files, path, header + "".join(f.render() + "\n" for f in facts))
+
+
+def _write_changed(files: MemoryFiles, path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` unless it already holds exactly that."""
     if files.read(path) != text:
         files.write(path, text)
 

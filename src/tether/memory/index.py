@@ -74,19 +74,6 @@ class MemoryIndex:
                     return [Hit(path=p, heading=h, text=t) for p, h, t in rows]
         return []
 
-    def rebuild(self) -> int:
-        """Index every file again from scratch; return the number of sections."""
-        with self._connection() as conn:
-            conn.execute("DELETE FROM files")
-            conn.execute("DELETE FROM sections")
-            self._sync(conn)
-            return int(conn.execute("SELECT count(*) FROM sections").fetchone()[0])
-
-    def sync(self) -> None:
-        """Index the files that changed since the last sync."""
-        with self._connection() as conn:
-            self._sync(conn)
-
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         self.files.home.mkdir(parents=True, exist_ok=True)
@@ -109,8 +96,7 @@ class MemoryIndex:
                 present.add(name)
                 try:
                     stat = path.stat()
-                    text = None
-                    if known.get(name, (None, None, None))[:2] == (stat.st_size, stat.st_mtime_ns):
+                    if name in known and known[name][:2] == (stat.st_size, stat.st_mtime_ns):
                         continue
                     text = path.read_text(encoding="utf-8", errors="replace")
                 except FileNotFoundError:  # replaced or archived meanwhile
